@@ -9,13 +9,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from export.zoo._common import scaled
+
 
 class LeNet5(nn.Module):
     """The classic digit recogniser; tanh activations and average pooling as published."""
 
     def __init__(self, num_classes: int = 10, width_mult: float = 1.0) -> None:
         super().__init__()
-        c1, c3, c5, f6 = (max(1, round(c * width_mult)) for c in (6, 16, 120, 84))
+        c1, c3, c5, f6 = (scaled(c, width_mult) for c in (6, 16, 120, 84))
         self.features = nn.Sequential(
             nn.Conv2d(1, c1, kernel_size=5),  # C1
             nn.Tanh(),

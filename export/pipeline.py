@@ -1,0 +1,221 @@
+"""The export pipeline: shape check → ONNX export → checker → ORT load → parity → repository write.
+
+Each step reports progress on stderr. The model is staged in a hidden folder beside the repository and moved
+into ``<out>/<name>/<version>/`` only after every check passed, so a failure leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+from torch import nn
+
+from export.errors import ExportError
+from export.onnx_export import OPSET, export_onnx
+from export.shapes import analyse, enforce_strict
+from export.validate import DEFAULT_TOLERANCE, check_parity, load_session
+from service.repository import (
+    CONFIG_FILENAME,
+    MODEL_FILENAME,
+    ConfigError,
+    DynamicBatching,
+    ModelConfig,
+    Preprocessing,
+    TensorSpec,
+    VersionInfo,
+    load_model_config,
+    model_config_from_dict,
+)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """What to export and how the service should serve it."""
+
+    name: str
+    input_size: tuple[int, int, int]  # (C, H, W)
+    labels: tuple[str, ...]
+    version: str | None = None  # None: one more than the highest existing version
+    rounding: str = "strict"  # "strict" fails on a non-integral layer; "floor" accepts PyTorch's rounding
+    max_batch_size: int = 32
+    dynamic_batching: DynamicBatching = field(default_factory=DynamicBatching)
+    preprocessing: Preprocessing | None = None  # None: derived from input_size (ImageNet statistics)
+    tolerance: float = DEFAULT_TOLERANCE
+    extra_report: dict[str, Any] = field(default_factory=dict)  # e.g. training and held-out accuracy
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the model landed and what the report says."""
+
+    model_path: Path
+    config: ModelConfig
+    report: dict[str, Any]
+
+
+def default_preprocessing(input_size: tuple[int, int, int]) -> Preprocessing:
+    """torchvision's ImageNet evaluation transform scaled to the input: resize to crop/0.875, centre crop."""
+    channels, height, width = input_size
+    if channels not in (1, 3):
+        raise ExportError("preprocessing", f"input has {channels} channels; images need 1 (L) or 3 (RGB)")
+    rgb = channels == 3
+    return Preprocessing(
+        resize=round(min(height, width) / 0.875) if rgb else min(height, width),
+        crop=(height, width),
+        color_mode="RGB" if rgb else "L",
+        mean=IMAGENET_MEAN if rgb else (0.5,),
+        std=IMAGENET_STD if rgb else (0.5,),
+    )
+
+
+@contextmanager
+def _step(number: int, total: int, what: str) -> Iterator[None]:
+    print(f"[{number}/{total}] {what} …", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    yield
+    print(f"[{number}/{total}] {what}: done in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _existing_config(model_dir: Path) -> ModelConfig | None:
+    if not (model_dir / CONFIG_FILENAME).exists():
+        return None
+    try:
+        return load_model_config(model_dir)
+    except ConfigError as err:
+        raise ExportError("repository", f"existing {model_dir / CONFIG_FILENAME} is unreadable: {err}") from err
+
+
+def _next_version(model_dir: Path, existing: ModelConfig | None, requested: str | None) -> str:
+    taken = {p.name for p in model_dir.iterdir() if p.is_dir()} if model_dir.is_dir() else set()
+    if existing:
+        taken |= set(existing.versions)
+    if requested is not None:
+        if not requested.isdigit() or int(requested) < 1:
+            raise ExportError("repository", f"version {requested!r} must be a positive integer (Triton layout)")
+        if requested in taken:
+            raise ExportError(
+                "repository", f"{model_dir.name} version {requested} exists; versions are immutable, pick another"
+            )
+        return requested
+    numbers = [int(v) for v in taken if v.isdigit()]
+    return str(max(numbers, default=0) + 1)
+
+
+def build(model: nn.Module, spec: ExportSpec, out_dir: Path, *, architecture: str = "custom") -> ExportResult:
+    """Run every check and write ``out_dir/<name>/<version>/model.onnx`` and ``out_dir/<name>/config.json``.
+
+    Raises:
+        ExportError: naming the failed check, with expected vs actual values. Nothing is left behind.
+    """
+    model = model.eval()
+    total = 6
+    with _step(1, total, f"checking every layer's shape ({spec.rounding} arithmetic)"):
+        shapes = analyse(model, spec.input_size)
+        if spec.rounding == "strict":
+            try:
+                enforce_strict(shapes)
+            except ValueError as err:
+                raise ExportError("shape", str(err)) from err
+        out_shape = tuple(shapes.layers[-1].output) if shapes.layers else ()
+        if len(out_shape) != 1 or out_shape[0] != len(spec.labels):
+            raise ExportError(
+                "num-classes",
+                f"the model outputs {list(out_shape)} per image but {len(spec.labels)} labels were given",
+            )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_dir = out_dir / spec.name
+    existing = _existing_config(model_dir)
+    version = _next_version(model_dir, existing, spec.version)
+    staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}.staging-", dir=out_dir))
+    try:
+        onnx_path = staging / MODEL_FILENAME
+        with _step(2, total, "exporting to ONNX (torch.export, dynamic batch axis)"):
+            graph = export_onnx(model, spec.input_size, onnx_path, max_batch_size=max(spec.max_batch_size, 2))
+        with _step(3, total, "loading in ONNX Runtime"):
+            session = load_session(onnx_path)
+        with _step(4, total, "comparing ONNX Runtime with PyTorch"):
+            parity = check_parity(model, session, spec.input_size, out_shape, tolerance=spec.tolerance)
+        with _step(5, total, "writing the config"):
+            report = {
+                "architecture": architecture,
+                "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "torch_version": torch.__version__,
+                "onnx_version": onnx.__version__,
+                "onnxruntime_version": parity.onnxruntime_version,
+                "opset": OPSET,
+                "ir_version": graph.ir_version,
+                "rounding": spec.rounding,
+                "shape_check": shapes.to_dict(),
+                "parity": {
+                    "batch_sizes": list(parity.batch_sizes),
+                    "max_abs_error": parity.max_abs_error,
+                    "tolerance": parity.tolerance,
+                },
+                **spec.extra_report,
+            }
+            config = _merged_config(spec, existing, version, VersionInfo(_sha256(onnx_path), report))
+        with _step(6, total, f"moving into {model_dir}/{version}"):
+            model_dir.mkdir(exist_ok=True)
+            staging.chmod(0o755)  # mkdtemp makes it private; the service may run as another user
+            os.rename(staging, model_dir / version)
+            _write_json_atomically(model_dir / CONFIG_FILENAME, config.to_dict())
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return ExportResult(model_dir / version / MODEL_FILENAME, config, report)
+
+
+def _merged_config(spec: ExportSpec, existing: ModelConfig | None, version: str, info: VersionInfo) -> ModelConfig:
+    """The new config: this version added to any earlier ones, which must share the same interface."""
+    config = ModelConfig(
+        name=spec.name,
+        max_batch_size=spec.max_batch_size,
+        input=(TensorSpec("input", "TYPE_FP32", spec.input_size),),
+        output=(TensorSpec("logits", "TYPE_FP32", (len(spec.labels),)),),
+        preprocessing=spec.preprocessing or default_preprocessing(spec.input_size),
+        labels=spec.labels,
+        versions={version: info},
+        dynamic_batching=spec.dynamic_batching,
+    )
+    if existing is not None:
+        if (existing.input, existing.output) != (config.input, config.output):
+            raise ExportError(
+                "repository",
+                f"{spec.name} already serves inputs {existing.input} / outputs {existing.output}; this export has "
+                f"{config.input} / {config.output}. Versions of one model share one interface: use another --name",
+            )
+        config = replace(config, versions={**existing.versions, version: info})
+    try:  # the written file must satisfy the same contract the service reads
+        return model_config_from_dict(config.to_dict(), source=f"export of {spec.name}")
+    except ConfigError as err:
+        raise ExportError("config", str(err)) from err
+
+
+def _write_json_atomically(path: Path, document: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(document, indent=2) + "\n")
+    os.replace(tmp, path)

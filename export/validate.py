@@ -1,0 +1,92 @@
+"""Validation of an exported graph: it loads in ONNX Runtime, and it computes what PyTorch computes.
+
+Parity is checked at batch 1 and at several larger batch sizes on seeded random inputs; the largest absolute
+difference is recorded and must stay within the tolerance. Output shapes must equal the arithmetic's prediction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from export.errors import ExportError
+
+PARITY_BATCH_SIZES = (1, 2, 5, 8)
+DEFAULT_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class ParityResult:
+    """The outcome of the ORT-vs-PyTorch comparison."""
+
+    batch_sizes: tuple[int, ...]
+    max_abs_error: float
+    tolerance: float
+    onnxruntime_version: str
+
+
+def load_session(path: Path) -> ort.InferenceSession:
+    """Open the graph on the CPU provider, translating load failures (e.g. a too-new IR version).
+
+    Raises:
+        ExportError: naming the IR version and the onnxruntime release when the graph will not load.
+    """
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # ORT raises its own Fail/InvalidGraph/… types
+        ir = onnx.load(str(path), load_external_data=False).ir_version
+        raise ExportError(
+            "onnxruntime-load",
+            f"onnxruntime {ort.__version__} cannot load the graph (IR version {ir}): {err}. "
+            "Pin onnx and onnxruntime releases that agree on the IR version.",
+        ) from err
+
+
+def check_parity(
+    model: nn.Module,
+    session: ort.InferenceSession,
+    input_size: tuple[int, ...],
+    expected_output: tuple[int, ...],
+    *,
+    batch_sizes: tuple[int, ...] = PARITY_BATCH_SIZES,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> ParityResult:
+    """Compare ONNX Runtime with PyTorch on the same seeded inputs.
+
+    Args:
+        expected_output: the output shape (without batch) the shape analysis predicted.
+
+    Raises:
+        ExportError: ``output-shape`` when ORT's output shape differs from the prediction, ``parity`` when
+            the largest absolute difference exceeds ``tolerance``.
+    """
+    model.eval()
+    input_name = session.get_inputs()[0].name
+    generator = torch.Generator().manual_seed(1)
+    worst = 0.0
+    for batch in batch_sizes:
+        x = torch.randn(batch, *input_size, generator=generator)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        actual = session.run(None, {input_name: x.numpy()})[0]
+        if tuple(actual.shape) != (batch, *expected_output):
+            raise ExportError(
+                "output-shape",
+                f"at batch {batch} ONNX Runtime produced shape {list(actual.shape)}, "
+                f"the arithmetic predicted {[batch, *expected_output]}",
+            )
+        worst = max(worst, float(np.max(np.abs(actual - expected))))
+        if worst > tolerance:
+            raise ExportError(
+                "parity",
+                f"at batch {batch} ONNX Runtime and PyTorch differ by {worst:.3g} (max abs), tolerance {tolerance:g}",
+            )
+    return ParityResult(tuple(batch_sizes), worst, tolerance, ort.__version__)

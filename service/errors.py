@@ -1,0 +1,112 @@
+"""Every error the service answers with: one ``ServiceError`` family carrying the HTTP status, one renderer.
+
+Responses are ``{"error": "<message>", "code": "<code>"}`` everywhere: KServe v2 clients (tritonclient) read
+``error``, REST clients may switch on ``code``. Messages say what was wrong and what was expected.
+"""
+
+from __future__ import annotations
+
+import orjson
+from starlette.responses import Response
+
+
+class ServiceError(Exception):
+    """An error with an HTTP status, a stable machine-readable code and a human message.
+
+    Args:
+        status_code: The HTTP status to answer with.
+        code: A short stable identifier (``queue_full``, ``invalid_image``, …) for clients and metrics.
+        message: What was wrong and what was expected, with the numbers involved.
+        headers: Extra response headers (``Retry-After``, ``WWW-Authenticate``).
+    """
+
+    status_code = 500
+    code = "internal"
+
+    def __init__(self, message: str, *, code: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.headers = headers or {}
+
+
+class BadRequest(ServiceError):
+    """400: the request is malformed (JSON, binary header, tensor shape/datatype/size, parameter)."""
+
+    status_code = 400
+    code = "bad_request"
+
+
+class Unauthorized(ServiceError):
+    """401: a bearer token is required and was missing or wrong."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
+class NotFound(ServiceError):
+    """404: unknown model, version, output or route."""
+
+    status_code = 404
+    code = "not_found"
+
+
+class PayloadTooLarge(ServiceError):
+    """413: the body or the decoded image exceeds a configured limit."""
+
+    status_code = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(ServiceError):
+    """415: a Content-Type or Content-Encoding the endpoint does not accept."""
+
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class TooManyRequests(ServiceError):
+    """429: the model's queue is full; ``Retry-After`` says when to come back."""
+
+    status_code = 429
+    code = "queue_full"
+
+
+class ClientClosedRequest(ServiceError):
+    """499 (nginx's convention): the client went away before its queued work ran; nobody reads this answer."""
+
+    status_code = 499
+    code = "client_disconnected"
+
+
+class ServiceUnavailable(ServiceError):
+    """503: the server or the model is not ready (loading, unloaded, shutting down)."""
+
+    status_code = 503
+    code = "not_ready"
+
+
+class DeadlineExceeded(ServiceError):
+    """504: the request's deadline passed while it waited in the queue; it never reached the model."""
+
+    status_code = 504
+    code = "deadline_exceeded"
+
+
+class InternalError(ServiceError):
+    """500: the model failed while running a batch; the message carries no internals."""
+
+    status_code = 500
+    code = "internal"
+
+
+def error_response(status_code: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    """Render one error body; the only place the error JSON shape is written."""
+    body = orjson.dumps({"error": message, "code": code})
+    return Response(body, status_code=status_code, headers=headers, media_type="application/json")
+
+
+def render(err: ServiceError) -> Response:
+    """The response for a ``ServiceError``."""
+    return error_response(err.status_code, err.code, err.message, err.headers)
