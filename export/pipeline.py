@@ -174,6 +174,7 @@ def build(model: nn.Module, spec: ExportSpec, out_dir: Path, *, architecture: st
                 "parity": {
                     "batch_sizes": list(parity.batch_sizes),
                     "max_abs_error": parity.max_abs_error,
+                    "max_output_magnitude": parity.max_output_magnitude,
                     "tolerance": parity.tolerance,
                 },
                 **spec.extra_report,

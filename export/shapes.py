@@ -96,7 +96,7 @@ def _spatial(module: nn.Module, in_shape: list[int]) -> tuple[Arithmetic, Arithm
     kernel = _pair(module.kernel_size)  # type: ignore[arg-type]
     stride = _pair(module.stride or module.kernel_size)  # type: ignore[arg-type]
     padding = _pair(module.padding)  # type: ignore[arg-type]
-    dilation = _pair(getattr(module, "dilation", 1))  # type: ignore[arg-type]
+    dilation = _pair(getattr(module, "dilation", 1))
     ceil = bool(getattr(module, "ceil_mode", False))
     return (
         compute(in_shape[1], kernel[0], padding[0], stride[0], dilation[0], strict=False, ceil_mode=ceil),
@@ -153,8 +153,9 @@ def analyse(model: nn.Module, input_size: tuple[int, ...]) -> ShapeReport:
         counted.add(id(module))
         name = names[id(module)]
         report.layers.append(
-            LayerReport(name, type(module).__name__, out_shape, math.prod(out_shape), params, macs, predicted,
-                        integral, formula)  # fmt: skip
+            LayerReport(
+                name, type(module).__name__, out_shape, math.prod(out_shape), params, macs, predicted, integral, formula
+            )  # fmt: skip
         )
         if predicted is not None and predicted != out_shape:
             mismatches.append(f"{name} ({type(module).__name__}): arithmetic predicts {predicted}, got {out_shape}")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import nn
@@ -24,7 +23,8 @@ INPUT_SIZE = (1, 32, 32)
 DEFAULT_NAME = "lenet5_digits"
 
 
-def _tensors(images: digits.Images, pre: Preprocessing) -> torch.Tensor:
+def to_tensors(images: digits.Images, pre: Preprocessing) -> torch.Tensor:
+    """Greyscale uint8 images through torchvision's evaluation transform: the reference the service matches."""
     transform = transforms.Compose(
         [
             transforms.Resize(pre.resize, interpolation=transforms.InterpolationMode.BILINEAR),
@@ -51,7 +51,7 @@ def train_lenet(epochs: int = 30, seed: int = digits.SEED) -> tuple[nn.Module, P
     torch.manual_seed(seed)
     x_train, y_train, x_hold, y_hold = digits.split()
     # Normalisation statistics of the training split, after resizing (what ToTensor sees).
-    scaled = _tensors(x_train, Preprocessing(resize=32, crop=(32, 32), color_mode="L", mean=(0.0,), std=(1.0,)))
+    scaled = to_tensors(x_train, Preprocessing(resize=32, crop=(32, 32), color_mode="L", mean=(0.0,), std=(1.0,)))
     pre = Preprocessing(
         resize=32,
         crop=(32, 32),
@@ -59,8 +59,8 @@ def train_lenet(epochs: int = 30, seed: int = digits.SEED) -> tuple[nn.Module, P
         mean=(round(float(scaled.mean()), 4),),
         std=(round(float(scaled.std()), 4),),
     )
-    xt, yt = _tensors(x_train, pre), torch.from_numpy(y_train)
-    xh, yh = _tensors(x_hold, pre), torch.from_numpy(y_hold)
+    xt, yt = to_tensors(x_train, pre), torch.from_numpy(y_train)
+    xh, yh = to_tensors(x_hold, pre), torch.from_numpy(y_hold)
     model = get("lenet5").factory(num_classes=10)
     optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
     loss_fn = nn.CrossEntropyLoss()

@@ -1,7 +1,9 @@
 """Validation of an exported graph: it loads in ONNX Runtime, and it computes what PyTorch computes.
 
-Parity is checked at batch 1 and at several larger batch sizes on seeded random inputs; the largest absolute
-difference is recorded and must stay within the tolerance. Output shapes must equal the arithmetic's prediction.
+Parity is checked at batch 1 and at several larger batch sizes on seeded random inputs. The tolerance applies to
+the largest absolute difference divided by the largest output magnitude (at least 1): trained classifiers have
+logits of order 10, but untrained deep nets (ResNet-152 at random init) reach 1e4, where float32 rounding alone
+exceeds any fixed absolute bound. Output shapes must equal the arithmetic's prediction.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class ParityResult:
 
     batch_sizes: tuple[int, ...]
     max_abs_error: float
+    max_output_magnitude: float
     tolerance: float
     onnxruntime_version: str
 
@@ -72,6 +75,7 @@ def check_parity(
     input_name = session.get_inputs()[0].name
     generator = torch.Generator().manual_seed(1)
     worst = 0.0
+    magnitude = 1.0
     for batch in batch_sizes:
         x = torch.randn(batch, *input_size, generator=generator)
         with torch.no_grad():
@@ -84,9 +88,11 @@ def check_parity(
                 f"the arithmetic predicted {[batch, *expected_output]}",
             )
         worst = max(worst, float(np.max(np.abs(actual - expected))))
-        if worst > tolerance:
+        magnitude = max(magnitude, float(np.max(np.abs(expected))))
+        if worst / magnitude > tolerance:
             raise ExportError(
                 "parity",
-                f"at batch {batch} ONNX Runtime and PyTorch differ by {worst:.3g} (max abs), tolerance {tolerance:g}",
+                f"at batch {batch} ONNX Runtime and PyTorch differ by {worst:.3g} (max abs) on outputs up to "
+                f"{magnitude:.3g}: {worst / magnitude:.3g} relative, tolerance {tolerance:g}",
             )
-    return ParityResult(tuple(batch_sizes), worst, tolerance, ort.__version__)
+    return ParityResult(tuple(batch_sizes), worst, magnitude, tolerance, ort.__version__)
