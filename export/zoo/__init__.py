@@ -28,7 +28,7 @@ class ZooEntry:
     input_size: tuple[int, int, int]  # (channels, height, width)
     num_classes: int
     published_params: int | None  # at num_classes, width_mult=1.0; None where no figure is published
-    rounding: str  # "strict": every layer tiles its input exactly; "floor": the design relies on PyTorch's floor
+    rounding: str  # "strict": every layer tiles its input exactly; "floor": it relies on rounding (floor or ceil_mode)
     description: str
 
 

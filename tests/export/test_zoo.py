@@ -7,6 +7,7 @@ checked with real compute at 1/8 width, which scales every published channel cou
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import pytest
@@ -84,7 +85,7 @@ def volumes(name: str, device: str, width_mult: float, wanted: list[str]) -> lis
     return [(c.name, c.output) for c in calls if c.name in wanted]
 
 
-def narrow(table: list[tuple[str, Shape]], width_mult: float) -> list[tuple[str, Shape]]:
+def narrow(table: Sequence[tuple[str, Shape]], width_mult: float) -> list[tuple[str, Shape]]:
     """Scale the channel (or hidden-FC) dimension of a full-width table; spatial sides do not depend on width."""
     scaled_table = []
     for name, (channels, *spatial) in table:
@@ -343,7 +344,7 @@ def test_rounding_sites_are_the_documented_ones() -> None:
 
 # --- generic builder ----------------------------------------------------------------------------------------------
 
-SMALL = {
+SMALL: dict[str, Any] = {
     "input_size": (3, 32, 32), "num_classes": 10, "convs_per_stage": 2, "stages": 3, "filters": (32, 64, 128),
     "fc_layers": 1, "fc_widths": 256,
 }  # fmt: skip
