@@ -18,7 +18,7 @@ rootfs="$(mktemp -d /var/tmp/cnnserve-rootfs.XXXXXX)"
 trap 'rm -rf "$rootfs"' EXIT
 
 start=$SECONDS
-debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$rootfs" "$mirror" \
+timeout 900 debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$rootfs" "$mirror" \
     > "$rootfs.log" 2>&1 || { tail -n 40 "$rootfs.log"; rm -f "$rootfs.log"; exit 1; }
 rm -f "$rootfs.log"
 chroot "$rootfs" /usr/bin/python3 -m venv /opt/venv
@@ -35,4 +35,5 @@ tar -C "$rootfs" -c . | podman import \
     --change 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt' \
     --change 'CMD ["python3"]' \
     - "$image" > /dev/null
-echo "bootstrap-base-image: imported $image in $((SECONDS - start)) s ($(podman image inspect --format '{{.Size}}' "$image") bytes)"
+size="$(podman image inspect --format '{{.Size}}' "$image")"
+echo "bootstrap-base-image: imported $image in $((SECONDS - start)) s ($((size / 1000000)) MB)"

@@ -1,0 +1,215 @@
+"""Offline checks of k8s/: kustomize renders, strict schemas, and the wiring no schema sees.
+
+Schemas come from ``kubernetes-validate --strict`` (a WARN line, printed for a kind it has no schema for, counts
+as a failure). The wiring: probes hit routes the app serves on the port it binds, the HPA scales the Deployment,
+selectors match the pod labels, settings are real Settings fields, the GPU overlay asks for a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from deploy_helpers import REPO_ROOT, exec_form, one, parse_dockerfile, render, require_tool, run
+
+OVERLAYS = ("base", "overlays/cpu", "overlays/gpu")
+#: The oldest Kubernetes the manifests promise to fit, and the newest the validator knows.
+K8S_VERSIONS = ("1.30.0", "1.37.0")
+#: Kinds defined by CRDs, which the validator has no schema for; skipped there on purpose and checked below.
+CRD_KINDS = frozenset({"ServiceMonitor"})
+
+
+def _validate(docs: list[dict[str, Any]], version: str) -> tuple[int, str]:
+    done = run(
+        [require_tool("kubernetes-validate"), "--strict", "--quiet", "-k", version, "-"],
+        stdin=yaml.safe_dump_all(docs),
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def _container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    containers = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1, f"expected one container, got {[c['name'] for c in containers]}"
+    return dict(containers[0])
+
+
+def _pod_labels(docs: list[dict[str, Any]]) -> dict[str, str]:
+    return dict(one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"])
+
+
+def _with_servicemonitor(tmp_path: Path) -> list[dict[str, Any]]:
+    """Render the cpu overlay plus the optional ServiceMonitor component, the way a user would enable it."""
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(REPO_ROOT / "k8s/overlays/cpu", tmp_path)],
+        "components": [os.path.relpath(REPO_ROOT / "k8s/components/servicemonitor", tmp_path)],
+    }
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(kustomization), encoding="utf-8")
+    done = run([require_tool("kubectl"), "kustomize", str(tmp_path)])
+    assert done.returncode == 0, done.stderr
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kustomize_renders_every_kind(overlay: str) -> None:
+    kinds = sorted(d["kind"] for d in render(overlay))
+    expected = ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service"]
+    assert kinds == expected
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_strict_schema(overlay: str, version: str) -> None:
+    code, output = _validate(render(overlay), version)
+    problems = [ln for ln in output.splitlines() if ln.startswith(("WARN", "ERROR"))]
+    assert code == 0, f"k8s/{overlay} against {version} (exit {code}):\n{output}"
+    assert not problems, f"k8s/{overlay} against {version}:\n{output}"
+
+
+def test_strict_schema_rejects_an_unknown_field() -> None:
+    """The check above can fail: a misspelt field is an error under --strict."""
+    docs = render("overlays/cpu")
+    bad = [dict(d, spec={**d["spec"], "maxReplica": 3}) if d["kind"] == "HorizontalPodAutoscaler" else d for d in docs]
+    code, output = _validate(bad, K8S_VERSIONS[0])
+    assert code != 0, output
+    assert "maxReplica" in output, output
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_container_port_is_the_port_the_server_binds(overlay: str) -> None:
+    container = _container(render(overlay))
+    args = [*container.get("command", []), *container.get("args", [])]
+    assert args[:3] == ["python", "-m", "service"], f"container runs {args}, not the service"
+    bound = int(args[args.index("--port") + 1])
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": bound}, f"container ports {ports}, server binds {bound}"
+    runtime = parse_dockerfile((REPO_ROOT / "Dockerfile").read_text(encoding="utf-8"))[-1]
+    image_cmd = exec_form(runtime.last("CMD"))
+    assert image_cmd == args, f"manifest runs {args}, the image's CMD is {image_cmd}; keep them identical"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_probes_hit_routes_that_answer_200_without_a_token(overlay: str, served_status: Callable[[str], int]) -> None:
+    """Each probe's path, asked of the real app once it is ready (auth on), answers 200 on the port named http."""
+    container = _container(render(overlay))
+    expected = {"startupProbe": "/v2/health/ready", "readinessProbe": "/v2/health/ready"}
+    expected["livenessProbe"] = "/v2/health/live"
+    for probe, path in expected.items():
+        get = container[probe]["httpGet"]
+        assert get == {"path": path, "port": "http"}, f"{probe}: {get}"
+        assert served_status(path) == 200, f"{probe}: GET {path} on the ready app gave {served_status(path)}"
+
+
+def test_auth_is_on_in_the_probe_check(served_status: Callable[[str], int]) -> None:
+    """The 200s above mean something: with the same app, a guarded route refuses a request without the token."""
+    assert served_status("/v2/models/lenet5_digits") == 401
+    assert served_status("/metrics") == 200, "Prometheus scrapes /metrics without a token"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_hpa_scales_the_deployment(overlay: str) -> None:
+    docs = render(overlay)
+    hpa, deployment = one(docs, "HorizontalPodAutoscaler"), one(docs, "Deployment")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    target = hpa["spec"]["scaleTargetRef"]
+    ref = {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment["metadata"]["name"]}
+    assert target == ref
+    assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    assert "replicas" not in deployment["spec"], "the HPA owns the replica count; re-applying would reset it"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_selectors_match_pod_labels(overlay: str) -> None:
+    docs = render(overlay)
+    labels = _pod_labels(docs)
+    deployment_selector = one(docs, "Deployment")["spec"]["selector"]["matchLabels"]
+    service = one(docs, "Service")["spec"]
+    pdb_selector = one(docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"]
+    for what, selector in (("Deployment", deployment_selector), ("Service", service["selector"])):
+        assert selector.items() <= labels.items(), f"{what} selector {selector} misses pod labels {labels}"
+    assert pdb_selector.items() <= labels.items(), f"PDB selector {pdb_selector} misses pod labels {labels}"
+    port_names = {p["name"] for p in _container(docs)["ports"]}
+    assert {p["targetPort"] for p in service["ports"]} <= port_names
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_pod_runs_as_the_image_user_without_privileges(overlay: str) -> None:
+    docs = render(overlay)
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    runtime = parse_dockerfile((REPO_ROOT / "Dockerfile").read_text(encoding="utf-8"))[-1]
+    image_uid = int(runtime.last("USER").split(":")[0])
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == image_uid, f"pod uid vs image USER {image_uid}"
+    container = _container(docs)["securityContext"]
+    assert container["allowPrivilegeEscalation"] is False
+    assert container["readOnlyRootFilesystem"] is True
+    assert container["capabilities"]["drop"] == ["ALL"]
+    mounts = {m["mountPath"] for m in _container(docs)["volumeMounts"]}
+    assert "/tmp" in mounts, "a read-only root filesystem needs a writable /tmp"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_settings_are_real_and_valid(
+    overlay: str, settings_env_names: frozenset[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every ConfigMap key is a Settings field, and the Settings class accepts every value."""
+    docs = render(overlay)
+    data: dict[str, str] = one(docs, "ConfigMap")["data"]
+    env_names = {e["name"] for e in _container(docs).get("env", [])}
+    unknown = (set(data) | env_names) - settings_env_names
+    assert not unknown, f"not fields of service.settings.Settings: {sorted(unknown)}"
+    refs = [s["configMapRef"]["name"] for s in _container(docs)["envFrom"]]
+    assert refs == [one(docs, "ConfigMap")["metadata"]["name"]], f"envFrom {refs} names no rendered ConfigMap"
+    settings = pytest.importorskip("service.settings")
+    for name in settings_env_names:
+        monkeypatch.delenv(name, raising=False)
+    for key, value in data.items():
+        monkeypatch.setenv(key, value)
+    parsed = settings.Settings()
+    assert str(parsed.repository_path) == data["CNNSERVE_REPOSITORY_PATH"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_drain_fits_the_grace_period(overlay: str) -> None:
+    """preStop pause + the service's graceful shutdown must end before the kubelet's SIGKILL."""
+    docs = render(overlay)
+    grace = one(docs, "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    pre_stop = " ".join(_container(docs)["lifecycle"]["preStop"]["exec"]["command"])
+    pause = float(pre_stop.split("time.sleep(")[1].split(")")[0])
+    drain = float(one(docs, "ConfigMap")["data"]["CNNSERVE_GRACEFUL_SHUTDOWN_S"])
+    assert pause + drain < grace, f"preStop {pause} s + drain {drain} s >= terminationGracePeriodSeconds {grace}"
+
+
+def test_gpu_overlay_asks_for_one_gpu_and_the_cuda_image() -> None:
+    gpu = _container(render("overlays/gpu"))
+    assert gpu["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert gpu["image"].endswith("-cuda"), gpu["image"]
+    data = one(render("overlays/gpu"), "ConfigMap")["data"]
+    assert data["CNNSERVE_PROVIDERS"].split(",")[0] == "CUDAExecutionProvider"
+    assert data["CNNSERVE_REQUIRE_GPU"] == "true"
+
+
+def test_cpu_overlay_asks_for_no_gpu() -> None:
+    cpu = _container(render("overlays/cpu"))
+    assert "nvidia.com/gpu" not in cpu["resources"]["limits"]
+    assert not cpu["image"].endswith("-cuda"), cpu["image"]
+
+
+def test_servicemonitor_component_selects_the_service(tmp_path: Path) -> None:
+    """The optional ServiceMonitor (a CRD kind: schema-validated nowhere, so checked here) finds the Service."""
+    docs = _with_servicemonitor(tmp_path)
+    monitor, service = one(docs, "ServiceMonitor"), one(docs, "Service")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    port_names = {p["name"] for p in service["spec"]["ports"]}
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} <= port_names
+    assert {e["path"] for e in monitor["spec"]["endpoints"]} == {"/metrics"}
+    core = [d for d in docs if d["kind"] not in CRD_KINDS]
+    code, output = _validate(core, K8S_VERSIONS[0])
+    assert code == 0, output
+    assert "WARN" not in output, output
+    assert "ERROR" not in output, output
