@@ -1,83 +1,37 @@
 """Dynamic batcher: one bounded queue per served model, a collector forming batches by rows, one runner per instance.
 
-Requests from every endpoint join the queue; the collector takes as many rows as fit ``max_batch_size`` as soon as
-an instance is free, and waits up to ``max_queue_delay`` for more only while announced arrivals are on their way,
-so a lone request never waits. Knows nothing of HTTP or ONNX: it batches mappings of numpy arrays and calls
-``run_batch`` in a worker thread. An exception in a batch reaches every caller of that batch and nothing else.
+Requests from every endpoint join the queue; as soon as an instance is free the collector takes as many rows as
+fit ``max_batch_size`` and waits up to ``max_queue_delay`` for more only while announced arrivals are on their
+way, so a lone request never waits. Batches of a fast model run on the event loop itself, skipping the two thread
+hops that would cost more than the model, and a request finding the batcher idle runs at once in its own task:
+batching costs nothing when idle. Requests arriving together still meet in the queue. An exception in a batch
+reaches every caller of that batch and nothing else. Knows nothing of HTTP or ONNX.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Protocol
 
+from service.batch_policy import (
+    BatcherStopped,
+    BatchObserver,
+    BatchPolicy,
+    BatchTiming,
+    BatchTooLarge,
+    ClientGone,
+    DeadlineExpired,
+    QueueFull,
+    RunBatch,
+)
 from service.merge import Tensors, merge_inputs, split_outputs
 
-#: ``run_batch(instance_index, merged_inputs) -> outputs``; runs in the batcher's worker thread for that instance.
-RunBatch = Callable[[int, Tensors], Tensors]
-
-
-class BatcherError(Exception):
-    """Base of the batcher's refusals; the data plane maps each to an HTTP status."""
-
-
-class QueueFull(BatcherError):
-    """The queue holds ``max_queue_size`` requests; ``retry_after_s`` estimates when it will have room."""
-
-    def __init__(self, queued: int, limit: int, retry_after_s: int) -> None:
-        super().__init__(f"queue holds {queued} requests, the limit is {limit}; retry after {retry_after_s} s")
-        self.retry_after_s = retry_after_s
-
-
-class BatchTooLarge(BatcherError):
-    """A single request carries more rows than one batch may hold."""
-
-
-class DeadlineExpired(BatcherError):
-    """The request's deadline passed while it was queued; it never ran."""
-
-
-class ClientGone(BatcherError):
-    """The caller disconnected while queued; its work was dropped before running."""
-
-
-class BatcherStopped(BatcherError):
-    """The batcher is draining for shutdown or unload and takes no new work."""
-
-
-@dataclass(frozen=True)
-class BatchPolicy:
-    """How batches form; Triton's ``dynamic_batching`` vocabulary, with units in the names."""
-
-    max_batch_size: int
-    max_queue_delay_s: float = 0.0
-    max_queue_size: int = 256
-    preferred_batch_size: int = 0  # 0: fill up to max_batch_size
-    instances: int = 1
-
-
-@dataclass(frozen=True)
-class BatchTiming:
-    """What one batch cost, handed to the observer: rows, per-request queue waits, and the three compute phases."""
-
-    rows: int
-    queue_waits_s: tuple[float, ...]
-    merge_s: float
-    run_s: float
-    split_s: float
-
-
-class BatchObserver(Protocol):
-    """Receives one ``BatchTiming`` per executed batch (metrics and statistics implement this)."""
-
-    def on_batch(self, timing: BatchTiming) -> None:
-        """Record one executed batch; called on the event loop, so it must be quick."""
+logger = logging.getLogger(__name__)
 
 
 class _Pending:
@@ -136,8 +90,8 @@ class Batcher:
     """A dynamic batcher in front of ``policy.instances`` runners.
 
     Args:
-        run_batch: Executes one merged batch on the given instance; called in a worker thread.
-        policy: Size, delay and queue bounds.
+        run_batch: Executes one merged batch on the given instance (in a worker thread, or inline when fast).
+        policy: Size, delay, queue and inline bounds.
         observer: Told about every executed batch.
         name: Used in thread names and messages.
     """
@@ -153,26 +107,22 @@ class Batcher:
         self._live = 0  # queued requests whose callers still wait
         self._live_rows = 0
         self._expected = 0  # open Arrivals
-        self._wake = asyncio.Event()
-        self._free: asyncio.Queue[int] = asyncio.Queue()
-        for instance in range(policy.instances):
-            self._free.put_nowait(instance)
+        self._wake = asyncio.Event()  # work queued, an arrival closed, or stopping
+        self._free: deque[int] = deque(range(policy.instances))
+        self._freed = asyncio.Event()
         self._executor = ThreadPoolExecutor(policy.instances, thread_name_prefix=f"run-{name}")
         self._running: set[asyncio.Task[None]] = set()
         self._collector: asyncio.Task[None] | None = None
         self._stopping = False
-        self._batch_ema_s = 0.0  # smoothed batch run time, for Retry-After
+        self._batch_ema_s = 0.0  # smoothed batch compute time, for Retry-After
+        self._row_cost_s: float | None = None  # smoothed model time per row, to predict a batch's run time
+        self._hot = False  # a request took the idle fast path during this event-loop iteration
         self._target_rows = policy.preferred_batch_size or policy.max_batch_size
 
     @property
     def queued(self) -> int:
         """Requests waiting in the queue (the queue-depth gauge)."""
         return self._live
-
-    @property
-    def executing(self) -> int:
-        """Batches running now."""
-        return len(self._running)
 
     def start(self) -> None:
         """Start the collector task on the running loop."""
@@ -205,16 +155,28 @@ class Batcher:
             QueueFull, BatchTooLarge, DeadlineExpired, ClientGone, BatcherStopped: see each class.
             Exception: whatever ``run_batch`` raised for this request's batch.
         """
-        try:
-            future = self._enqueue(inputs, rows, deadline, is_gone)
-        finally:
-            if arrival is not None:
-                arrival.close()
-        return await future
+        if arrival is not None:
+            arrival.close()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._admit(rows, deadline, now)
+        if not self._hot and not self._queue and self._free and not self._expected and self._inline(rows):
+            # Idle and fast: run now, in this task. ``_hot`` lets only the first request of a loop iteration
+            # do this: a burst's other requests (already scheduled in this iteration) queue up and batch.
+            self._hot = True
+            loop.call_soon(self._cool)
+            return self._run_now(inputs, rows)
+        item = _Pending(inputs, rows, deadline, is_gone, loop.create_future(), now)
+        if deadline is not None:
+            item.timer = loop.call_at(deadline, self._expire, item)
+        self._queue.append(item)
+        self._live += 1
+        self._live_rows += rows
+        self._wake.set()
+        return await item.future
 
-    def _enqueue(
-        self, inputs: Tensors, rows: int, deadline: float | None, is_gone: Callable[[], bool] | None
-    ) -> asyncio.Future[Tensors]:
+    def _admit(self, rows: int, deadline: float | None, now: float) -> None:
+        """Refuse a request that can never run here, before it takes a queue slot."""
         if self._stopping:
             raise BatcherStopped(f"model '{self.name}' is shutting down and accepts no new requests")
         if rows > self.policy.max_batch_size:
@@ -224,23 +186,18 @@ class Batcher:
             )
         if self._live >= self.policy.max_queue_size:
             raise QueueFull(self._live, self.policy.max_queue_size, self.retry_after_s())
-        loop = asyncio.get_running_loop()
-        now = loop.time()
         if deadline is not None and deadline <= now:
             raise DeadlineExpired(f"deadline already passed {1e3 * (now - deadline):.1f} ms before queueing")
-        item = _Pending(inputs, rows, deadline, is_gone, loop.create_future(), now)
-        if deadline is not None:
-            item.timer = loop.call_at(deadline, self._expire, item)
-        self._queue.append(item)
-        self._live += 1
-        self._live_rows += rows
-        self._wake.set()
-        return item.future
 
     def retry_after_s(self) -> int:
         """Seconds until the queue has likely drained: queued batches times the smoothed batch time, at least 1."""
         batches = math.ceil(self._live_rows / self.policy.max_batch_size) / self.policy.instances
         return max(1, math.ceil(batches * self._batch_ema_s))
+
+    def _inline(self, rows: int) -> bool:
+        """Whether a batch of ``rows`` is predicted fast enough to run on the event loop."""
+        cost = self._row_cost_s
+        return cost is not None and rows * cost <= self.policy.inline_max_s
 
     def _settle(self, item: _Pending) -> None:
         """Take an item out of the live count exactly once, and stop its deadline timer."""
@@ -281,73 +238,139 @@ class Batcher:
         return taken, rows
 
     async def _collect(self) -> None:
-        """Form batches forever: wait for a free instance, then for work, then hand the batch to a runner."""
+        """Form batches until stopped and drained: wait for work and a free instance, gather a batch, run it.
+
+        Work is taken only once an instance is free, so requests arriving while every instance is busy join
+        the next batch instead of trailing a batch formed too early.
+        """
         loop = asyncio.get_running_loop()
         while True:
-            instance = await self._free.get()
-            batch = await self._form_batch(loop)
-            if batch is None:
-                return
-            task = loop.create_task(self._execute(instance, batch))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
-
-    async def _form_batch(self, loop: asyncio.AbstractEventLoop) -> tuple[list[_Pending], int] | None:
-        limit = self.policy.max_batch_size
-        while True:
-            items, rows = self._take(limit)
-            if items:
-                break
-            if self._stopping and not self._queue:
-                return None
-            self._wake.clear()
-            await self._wake.wait()
-        if rows < self._target_rows and self._expected > 0 and self.policy.max_queue_delay_s > 0:
-            until = items[0].enqueued + self.policy.max_queue_delay_s
-            timer = loop.call_at(until, self._wake.set)
-            while rows < self._target_rows and self._expected > 0 and loop.time() < until:
+            while not self._live:
+                if self._stopping:
+                    return
                 self._wake.clear()
                 await self._wake.wait()
-                more, n = self._take(limit - rows)
-                items += more
-                rows += n
-                if self._queue and not more and not self._queue[0].settled:
-                    break  # the next request does not fit: this batch is as full as it gets
-            timer.cancel()
+            if not self._free:
+                self._freed.clear()
+                await self._freed.wait()
+                continue  # re-check: queued requests may have expired meanwhile
+            items, rows = await self._form_batch(loop)
+            now = loop.time()
+            expired = [i for i in items if i.deadline is not None and i.deadline <= now]
+            for item in expired:
+                item.future.set_exception(DeadlineExpired("deadline passed while queued; the request did not run"))
+            if expired:
+                items = [i for i in items if i not in expired]
+                rows = sum(i.rows for i in items)
+            if items:
+                self._dispatch(loop, items, rows)
+
+    async def _form_batch(self, loop: asyncio.AbstractEventLoop) -> tuple[list[_Pending], int]:
+        limit = self.policy.max_batch_size
+        items, rows = self._take(limit)
+        if not items or rows >= self._target_rows or not self._expected or self.policy.max_queue_delay_s <= 0:
+            return items, rows
+        until = items[0].enqueued + self.policy.max_queue_delay_s
+        timer = loop.call_at(until, self._wake.set)
+        while rows < self._target_rows and self._expected and loop.time() < until:
+            self._wake.clear()
+            await self._wake.wait()
+            more, n = self._take(limit - rows)
+            items += more
+            rows += n
+            if self._queue and not more and not self._queue[0].settled:
+                break  # the next request does not fit: this batch is as full as it gets
+        timer.cancel()
         return items, rows
 
-    async def _execute(self, instance: int, batch: tuple[list[_Pending], int]) -> None:
-        items, rows = batch
-        started = time.perf_counter()
-        now = asyncio.get_running_loop().time()
+    def _dispatch(self, loop: asyncio.AbstractEventLoop, items: list[_Pending], rows: int) -> None:
+        """Run a batch on a free instance: inline when predicted fast, else in the instance's worker thread."""
+        instance = self._free.popleft()
+        now = loop.time()
         waits = tuple(now - item.enqueued for item in items)
-        try:
-            results, merge_s, run_s, split_s = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._run, instance, items
-            )
-        except Exception as err:  # every caller of this batch gets the failure, nobody else
-            for item in items:
-                if not item.future.done():
-                    item.future.set_exception(err)
-        else:
-            for item, result in zip(items, results, strict=True):
-                if not item.future.done():
-                    item.future.set_result(result)
-            self._observer.on_batch(BatchTiming(rows, waits, merge_s, run_s, split_s))
-        finally:
-            elapsed = time.perf_counter() - started
-            self._batch_ema_s = elapsed if self._batch_ema_s == 0 else 0.8 * self._batch_ema_s + 0.2 * elapsed
-            self._free.put_nowait(instance)
+        if self._inline(rows):
+            try:
+                results = self._run(instance, [item.inputs for item in items], [item.rows for item in items])
+            except Exception as err:
+                self._fail(items, rows, err)
+            else:
+                self._deliver(items, rows, waits, results)
+            finally:
+                self._release(instance)
+            return
+        task = loop.create_task(self._run_threaded(loop, instance, items, rows, waits))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
-    def _run(self, instance: int, items: list[_Pending]) -> tuple[list[Tensors], float, float, float]:
-        """Worker-thread part of a batch: merge, run, split; returns the pieces and the three phase times."""
+    async def _run_threaded(
+        self, loop: asyncio.AbstractEventLoop, instance: int, items: list[_Pending], rows: int, waits: tuple[float, ...]
+    ) -> None:
+        try:
+            results = await loop.run_in_executor(
+                self._executor, self._run, instance, [item.inputs for item in items], [item.rows for item in items]
+            )
+        except Exception as err:
+            self._fail(items, rows, err)
+        else:
+            self._deliver(items, rows, waits, results)
+        finally:
+            self._release(instance)
+
+    def _cool(self) -> None:
+        self._hot = False
+
+    def _run_now(self, inputs: Tensors, rows: int) -> Tensors:
+        """The idle fast path: run one request on the event loop, no queue, no collector, no thread hop."""
+        instance = self._free.popleft()
+        try:
+            results = self._run(instance, [inputs], [rows])
+        except Exception:
+            logger.exception("model '%s': request of %d rows failed", self.name, rows)
+            raise
+        finally:
+            self._release(instance)
+        self._record(rows, (0.0,), results)
+        return results[0][0]
+
+    def _run(self, instance: int, inputs: list[Tensors], rows: list[int]) -> tuple[list[Tensors], float, float, float]:
+        """Merge, run, split; returns each request's outputs and the three phase times."""
         t0 = time.perf_counter()
-        merged = merge_inputs([item.inputs for item in items])
+        merged = merge_inputs(inputs)
         t1 = time.perf_counter()
         outputs = self._run_batch(instance, merged)
         t2 = time.perf_counter()
-        pieces: list[Tensors] = list(split_outputs(outputs, [item.rows for item in items]))
+        pieces: list[Tensors] = list(split_outputs(outputs, rows))
         return pieces, t1 - t0, t2 - t1, time.perf_counter() - t2
+
+    def _deliver(
+        self,
+        items: list[_Pending],
+        rows: int,
+        waits: tuple[float, ...],
+        results: tuple[list[Tensors], float, float, float],
+    ) -> None:
+        for item, result in zip(items, results[0], strict=True):
+            if not item.future.done():
+                item.future.set_result(result)
+        self._record(rows, waits, results)
+
+    def _record(self, rows: int, waits: tuple[float, ...], results: tuple[list[Tensors], float, float, float]) -> None:
+        _, merge_s, run_s, split_s = results
+        cost, took = run_s / rows, merge_s + run_s + split_s
+        self._row_cost_s = cost if self._row_cost_s is None else 0.8 * self._row_cost_s + 0.2 * cost
+        self._batch_ema_s = took if not self._batch_ema_s else 0.8 * self._batch_ema_s + 0.2 * took
+        self._observer.on_batch(BatchTiming(rows, waits, merge_s, run_s, split_s))
+
+    def _fail(self, items: list[_Pending], rows: int, err: Exception) -> None:
+        """Every caller of the failed batch gets the exception; nobody else."""
+        logger.error("model '%s': batch of %d rows (%d requests) failed", self.name, rows, len(items), exc_info=err)
+        for item in items:
+            if not item.future.done():
+                item.future.set_exception(err)
+
+    def _release(self, instance: int) -> None:
+        self._free.append(instance)
+        self._freed.set()
 
     async def stop(self) -> None:
         """Stop taking requests, run everything already queued, wait for running batches, release the threads."""

@@ -6,7 +6,12 @@ Responses are ``{"error": "<message>", "code": "<code>"}`` everywhere: KServe v2
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 
@@ -101,7 +106,7 @@ class InternalError(ServiceError):
     code = "internal"
 
 
-def error_response(status_code: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+def error_response(status_code: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> Response:
     """Render one error body; the only place the error JSON shape is written."""
     body = orjson.dumps({"error": message, "code": code})
     return Response(body, status_code=status_code, headers=headers, media_type="application/json")
@@ -110,3 +115,33 @@ def error_response(status_code: int, code: str, message: str, headers: dict[str,
 def render(err: ServiceError) -> Response:
     """The response for a ``ServiceError``."""
     return error_response(err.status_code, err.code, err.message, err.headers)
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+async def _on_service_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServiceError)
+    return render(exc)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    message = exc.detail if exc.status_code != 404 else f"no route {request.method} {request.url.path}; see /docs"
+    return error_response(exc.status_code, _HTTP_CODES.get(exc.status_code, "http_error"), str(message), exc.headers)
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    problems = "; ".join(
+        f"{' '.join(str(p) for p in err.get('loc', ()))}: {err.get('msg')} (got {err.get('input')!r})"
+        for err in exc.errors()
+    )
+    return error_response(400, "bad_request", f"invalid request parameters: {problems}")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render ServiceErrors, routing errors (404/405) and parameter validation errors in the one error shape."""
+    app.add_exception_handler(ServiceError, _on_service_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)

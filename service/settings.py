@@ -23,55 +23,76 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CNNSERVE_", frozen=True, extra="forbid")
 
-    repository_path: Path = Field(DEFAULT_REPOSITORY, description="Model repository folder to serve.")
+    repository_path: Path = Field(default=DEFAULT_REPOSITORY, description="Model repository folder to serve.")
     models: CommaList = Field(
-        (), description="Comma-separated model names to load at startup; empty loads every model in the repository."
+        default=(),
+        description="Comma-separated model names to load at startup; empty loads every model in the repository.",
     )
-    host: str = Field("127.0.0.1", description="Interface to listen on (0.0.0.0 in containers).")
-    port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on.")
+    host: str = Field(default="127.0.0.1", description="Interface to listen on (0.0.0.0 in containers).")
+    port: int = Field(default=8000, ge=0, le=65535, description="TCP port to listen on.")
     workers: int = Field(
-        1, ge=1, description="Server processes; each loads every model and gets cpus/workers ORT threads."
+        default=1, ge=1, description="Server processes; each loads every model and gets cpus/workers ORT threads."
     )
-    log_format: Literal["text", "json"] = Field("text", description="Log lines as text, or one JSON object a line.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Minimum level logged.")
-    access_log: bool = Field(False, description="Log one line per HTTP request (costs throughput).")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Log lines as text, or one JSON object a line."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Minimum level logged.")
+    access_log: bool = Field(default=False, description="Log one line per HTTP request (costs throughput).")
     auth_token: SecretStr | None = Field(
-        None, description="When set, every endpoint except health and /metrics needs 'Authorization: Bearer <token>'."
+        default=None,
+        description="When set, every endpoint except health and /metrics needs 'Authorization: Bearer <token>'.",
     )
     default_timeout_ms: int = Field(
-        0,
+        default=0,
         ge=0,
         description="Queue deadline for requests that bring none; 0 uses config.json's default_timeout_microseconds.",
     )
-    max_body_bytes: int = Field(64 * 2**20, ge=1024, description="Largest request body accepted (after decompression).")
+    max_body_bytes: int = Field(
+        default=64 * 2**20, ge=1024, description="Largest request body accepted (after decompression)."
+    )
     max_image_pixels: int = Field(
-        40_000_000, ge=1, description="Largest decoded image (width x height) accepted; guards against bombs."
+        default=40_000_000, ge=1, description="Largest decoded image (width x height) accepted; guards against bombs."
     )
     max_queue_delay_us: int | None = Field(
-        None, ge=0, description="Overrides every model's dynamic_batching.max_queue_delay_microseconds."
+        default=None, ge=0, description="Overrides every model's dynamic_batching.max_queue_delay_microseconds."
     )
     max_queue_size: int | None = Field(
-        None, ge=1, description="Overrides every model's dynamic_batching.default_queue_policy.max_queue_size."
+        default=None, ge=1, description="Overrides every model's dynamic_batching.default_queue_policy.max_queue_size."
+    )
+    inline_batch_us: int = Field(
+        default=1000,
+        ge=0,
+        description="Batches predicted to take less model time than this run on the event loop, skipping the "
+        "worker-thread hop that costs more than a tiny model does; 0 always uses the worker threads.",
     )
     providers: CommaList = Field(
-        (),
+        default=(),
         description="ONNX Runtime providers in preference order (TensorRT, CUDA, CPU); empty: config.json, else auto.",
     )
-    require_gpu: bool = Field(False, description="Refuse to start when no GPU provider is usable instead of using CPU.")
-    cuda_device_id: int = Field(0, ge=0, description="GPU used by the CUDA and TensorRT providers.")
-    tensorrt_fp16: bool = Field(True, description="Let TensorRT build fp16 engines.")
+    require_gpu: bool = Field(
+        default=False, description="Refuse to start when no GPU provider is usable instead of using CPU."
+    )
+    cuda_device_id: int = Field(default=0, ge=0, description="GPU used by the CUDA and TensorRT providers.")
+    tensorrt_fp16: bool = Field(default=True, description="Let TensorRT build fp16 engines.")
     tensorrt_cache_path: Path | None = Field(
-        None, description="Folder caching TensorRT engines across restarts; unset: <repository>/.trt_cache."
+        default=None, description="Folder caching TensorRT engines across restarts; unset: <repository>/.trt_cache."
     )
     intra_op_threads: int = Field(
-        0, ge=0, description="ORT threads per session; 0 divides the CPUs this process may use among all sessions."
+        default=0,
+        ge=0,
+        description="ORT threads per session; 0 divides the CPUs this process may use among all sessions.",
     )
     ort_allow_spinning: bool = Field(
-        False, description="Let idle ORT threads spin; faster alone, steals CPU from the HTTP loop on small machines."
+        default=False,
+        description="Let idle ORT threads spin; faster alone, steals CPU from the HTTP loop on small machines.",
     )
-    preprocess_threads: int = Field(0, ge=0, description="Threads decoding and resizing images; 0 = CPUs available.")
+    preprocess_threads: int = Field(
+        default=0, ge=0, description="Threads decoding and resizing images; 0 = CPUs available."
+    )
     graceful_shutdown_s: float = Field(
-        30.0, gt=0, description="On SIGTERM, how long in-flight requests may take to finish before connections close."
+        default=30.0,
+        gt=0,
+        description="On SIGTERM, how long in-flight requests may take to finish before connections close.",
     )
 
     @field_validator("models", "providers", mode="before")

@@ -1,0 +1,81 @@
+"""``python -m service``: serve a model repository over HTTP (defaults: the repo's models/ on 127.0.0.1:8000).
+
+Flags override the ``CNNSERVE_*`` environment variables; see ``python -m service --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+
+from service.logs import configure_logging
+from service.settings import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m service",
+        description="Serve CNN image classifiers from a model repository: REST classification, KServe v2 "
+        "(tritonclient-compatible), Prometheus metrics. Every setting can also be given as a CNNSERVE_* "
+        "environment variable; flags win.",
+    )
+    parser.add_argument("--repository", type=Path, help="model repository folder (default: the repo's models/)")
+    parser.add_argument("--models", help="comma-separated models to load (default: all in the repository)")
+    parser.add_argument("--host", help="interface to listen on (default 127.0.0.1; 0.0.0.0 in containers)")
+    parser.add_argument("--port", type=int, help="TCP port (default 8000)")
+    parser.add_argument("--workers", type=int, help="server processes (default 1)")
+    parser.add_argument("--log-format", choices=["text", "json"], help="log lines as text (default) or JSON")
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
+    return parser
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    """Uvicorn drains on SIGTERM/SIGINT, then re-raises the signal; exiting 0 here makes the drain a clean exit."""
+    raise SystemExit(0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse flags, configure logging, run uvicorn until SIGTERM/SIGINT, exit 0 after draining."""
+    args = _parser().parse_args(argv)
+    flags = {
+        "repository_path": args.repository,
+        "models": args.models,
+        "host": args.host,
+        "port": args.port,
+        "workers": args.workers,
+        "log_format": args.log_format,
+        "log_level": args.log_level,
+    }
+    overrides = {key: value for key, value in flags.items() if value is not None}
+    settings = Settings(**overrides)
+    configure_logging(settings.log_format, settings.log_level)
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    signal.signal(signal.SIGINT, _exit_cleanly)
+    common = {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_config": None,
+        "access_log": False,  # the middleware logs requests when CNNSERVE_ACCESS_LOG is set
+        "timeout_graceful_shutdown": settings.graceful_shutdown_s,
+        "server_header": False,
+    }
+    if settings.workers > 1:
+        # Each worker process builds its own app from the environment, so hand the flags over through it.
+        for key, value in overrides.items():
+            os.environ[f"CNNSERVE_{key.upper()}"] = str(value)
+        uvicorn.run("service.main:create_worker_app", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
+    else:
+        from service.main import create_app
+
+        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""HTTP layer: REST classification, KServe v2, health; the fast path and middleware in front of them."""

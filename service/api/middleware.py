@@ -1,0 +1,98 @@
+"""Pure-ASGI middleware around every request: request id, optional bearer auth, last-resort error handling.
+
+Pure ASGI rather than Starlette's ``BaseHTTPMiddleware``, which costs a task and a stream per request.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import error_response
+from service.logs import REQUEST_ID
+
+logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("cnnserve.access")
+
+_MAX_ID_LENGTH = 128
+
+
+def auth_exempt(path: str) -> bool:
+    """Health (server and per-model readiness) and /metrics stay open so probes and scrapers need no token."""
+    return (
+        path.startswith("/v2/health/")
+        or path == "/metrics"
+        or (path.startswith("/v2/models/") and path.endswith("/ready"))
+    )
+
+
+class RequestContextMiddleware:
+    """Echo (or mint) ``X-Request-ID``, check the bearer token, and turn unhandled exceptions into a plain 500.
+
+    Args:
+        app: The wrapped application.
+        auth_token: When set, requests outside ``auth_exempt`` need ``Authorization: Bearer <auth_token>``.
+        access_log: Log one line per request with status and duration.
+    """
+
+    def __init__(self, app: ASGIApp, auth_token: str | None = None, access_log: bool = False) -> None:
+        self.app = app
+        self.expected = f"Bearer {auth_token}".encode() if auth_token else None
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = b""
+        authorization = b""
+        for key, value in scope["headers"]:
+            if key == b"x-request-id":
+                request_id = value
+            elif key == b"authorization":
+                authorization = value
+        if not request_id or len(request_id) > _MAX_ID_LENGTH or not request_id.isascii():
+            request_id = os.urandom(8).hex().encode()
+        rid = request_id.decode()
+        context = REQUEST_ID.set(rid)
+        status = 0
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
+            await send(message)
+
+        try:
+            path = scope["path"]
+            if (
+                self.expected is not None
+                and not auth_exempt(path)
+                and not hmac.compare_digest(authorization, self.expected)
+            ):
+                reason = "missing" if not authorization else "invalid"
+                response = error_response(
+                    401,
+                    "unauthorized",
+                    f"bearer token {reason}; send 'Authorization: Bearer <token>' (health and /metrics need none)",
+                    {"WWW-Authenticate": 'Bearer realm="cnnserve"'},
+                )
+                await response(scope, receive, send_with_id)
+            else:
+                await self.app(scope, receive, send_with_id)
+        except Exception:
+            logger.exception("unhandled error serving %s %s", scope.get("method"), scope.get("path"))
+            if not status:
+                message = f"internal server error; quote request id {rid} to the operator"
+                await error_response(500, "internal", message)(scope, receive, send_with_id)
+        finally:
+            if self.access_log:
+                elapsed_ms = 1e3 * (time.perf_counter() - started)
+                access_logger.info("%s %s %d %.2f ms", scope.get("method"), scope.get("path"), status, elapsed_ms)
+            REQUEST_ID.reset(context)

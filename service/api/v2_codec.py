@@ -1,0 +1,238 @@
+"""KServe v2 infer request/response bodies: JSON tensors and Triton's binary tensor data extension, both directions.
+
+A binary request is ``<JSON header><input bytes>…`` with ``Inference-Header-Content-Length`` giving the header's
+length and each input's ``parameters.binary_data_size`` its share; inputs become zero-copy numpy views of the body.
+A binary response is built the same way. Every malformed request raises ``BadRequest`` saying what was expected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from service.datatypes import NUMPY_TO_V2
+from service.errors import BadRequest
+from service.signature import Signature
+
+Array = npt.NDArray[Any]
+
+
+@dataclass(frozen=True)
+class RequestedOutput:
+    """One output the client asked for, and how: binary or JSON, raw tensor or top-``classification``."""
+
+    name: str
+    binary: bool
+    classification: int = 0
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """A parsed v2 infer request: named input arrays with a shared batch axis, outputs wanted, options."""
+
+    id: str | None
+    inputs: dict[str, Array]
+    rows: int
+    outputs: tuple[RequestedOutput, ...]
+    timeout_us: int | None
+
+
+def _field(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    value = obj.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise BadRequest(f"{where}: field '{key}' must be {names}, got {type(value).__name__}")
+    return value
+
+
+def _parse_input(
+    raw: Any, sig: Signature, binary: memoryview, offset: int
+) -> tuple[str, Array, int]:  # (name, array, new binary offset)
+    if not isinstance(raw, dict):
+        raise BadRequest(f"each entry of 'inputs' must be an object, got {type(raw).__name__}")
+    name = _field(raw, "name", str, "input")
+    spec = sig.inputs.get(name)
+    if spec is None:
+        raise BadRequest(f"unknown input '{name}' for model '{sig.model}'; it expects {sorted(sig.inputs)}")
+    where = f"input '{name}'"
+    datatype = _field(raw, "datatype", str, where)
+    if datatype != spec.datatype:
+        raise BadRequest(f"{where} has datatype {datatype}, model '{sig.model}' expects {spec.datatype}")
+    shape = _field(raw, "shape", list, where)
+    if (
+        len(shape) != len(spec.dims) + 1
+        or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+        or tuple(shape[1:]) != spec.dims
+        or shape[0] < 1
+    ):
+        raise BadRequest(f"{where} has shape {shape}, expected {sig.expected_shape(name)}")
+    count = shape[0] * spec.row_elements
+    params = raw.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise BadRequest(f"{where}: 'parameters' must be an object")
+    if "shared_memory_region" in params:
+        raise BadRequest(f"{where}: shared memory is not supported; send the data in the body")
+    size = params.get("binary_data_size")
+    if size is not None:
+        needed = count * spec.dtype.itemsize
+        if not isinstance(size, int) or size != needed:
+            raise BadRequest(
+                f"{where} has binary_data_size {size}, but shape {shape} of {datatype} needs {needed} bytes"
+            )
+        if offset + size > len(binary):
+            raise BadRequest(
+                f"{where} needs bytes {offset}..{offset + size} of the binary data, which holds only {len(binary)}"
+            )
+        array = np.frombuffer(binary, dtype=spec.dtype, count=count, offset=offset).reshape(shape)
+        return name, array, offset + size
+    if "data" not in raw:
+        raise BadRequest(f"{where} carries neither 'data' nor parameters.binary_data_size")
+    data = raw["data"]
+    if not isinstance(data, list):
+        raise BadRequest(f"{where}: 'data' is not a (nested) list of {datatype} numbers, got {type(data).__name__}")
+    try:
+        flat = np.asarray(data, dtype=spec.dtype).reshape(-1)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise BadRequest(f"{where}: 'data' is not a (nested) list of {datatype} numbers ({err})") from err
+    if flat.size != count:
+        raise BadRequest(f"{where} has {flat.size} values in 'data', but shape {shape} needs {count}")
+    return name, flat.reshape(shape), offset
+
+
+def _parse_outputs(raw: Any, sig: Signature, binary_default: bool) -> tuple[RequestedOutput, ...]:
+    if raw is None:
+        return tuple(RequestedOutput(name, binary_default) for name in sig.outputs)
+    if not isinstance(raw, list):
+        raise BadRequest(f"'outputs' must be a list, got {type(raw).__name__}")
+    wanted = []
+    for entry in raw:
+        name = _field(entry if isinstance(entry, dict) else {}, "name", str, "output")
+        if name not in sig.outputs:
+            raise BadRequest(f"unknown output '{name}' for model '{sig.model}'; it has {list(sig.outputs)}")
+        params = entry.get("parameters") or {}
+        binary = params.get("binary_data", binary_default)
+        k = params.get("classification", 0)
+        if not isinstance(binary, bool) or not isinstance(k, int) or isinstance(k, bool) or k < 0:
+            raise BadRequest(
+                f"output '{name}': parameters.binary_data must be a boolean and classification an integer >= 0"
+            )
+        wanted.append(RequestedOutput(name, binary, k))
+    return tuple(wanted)
+
+
+def parse_infer_request(body: bytes, header_length: int | None, sig: Signature) -> InferRequest:
+    """Parse and check one infer request body against a model's signature.
+
+    Args:
+        body: The whole (already decompressed) request body.
+        header_length: ``Inference-Header-Content-Length``, or None when the body is all JSON.
+        sig: The model's signature.
+
+    Raises:
+        BadRequest: naming the field, the value received and what was expected.
+    """
+    if header_length is None:
+        header_length = len(body)
+    elif not 0 < header_length <= len(body):
+        raise BadRequest(f"Inference-Header-Content-Length is {header_length}, but the body has {len(body)} bytes")
+    try:
+        header = orjson.loads(memoryview(body)[:header_length])
+    except orjson.JSONDecodeError as err:
+        raise BadRequest(f"inference request header is not valid JSON: {err}") from err
+    if not isinstance(header, dict):
+        raise BadRequest(f"inference request must be a JSON object, got {type(header).__name__}")
+    raw_inputs = header.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise BadRequest(f"'inputs' must be a non-empty list; model '{sig.model}' expects {sorted(sig.inputs)}")
+    binary = memoryview(body)[header_length:]
+    offset = 0
+    inputs: dict[str, Array] = {}
+    for raw in raw_inputs:
+        name, array, offset = _parse_input(raw, sig, binary, offset)
+        if name in inputs:
+            raise BadRequest(f"input '{name}' appears twice")
+        inputs[name] = array
+    if len(inputs) != len(sig.inputs):
+        raise BadRequest(f"missing input(s) {sorted(set(sig.inputs) - set(inputs))} for model '{sig.model}'")
+    if offset != len(binary):
+        raise BadRequest(
+            f"the body carries {len(binary)} bytes of binary data but the inputs' binary_data_size add up to {offset}"
+        )
+    rows = {array.shape[0] for array in inputs.values()}
+    if len(rows) != 1:
+        raise BadRequest(f"inputs disagree on the batch size (axis 0): {sorted(rows)}")
+    params = header.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise BadRequest("'parameters' must be an object")
+    timeout = params.get("timeout")
+    if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0):
+        raise BadRequest(f"parameters.timeout must be a whole number of microseconds >= 0, got {timeout!r}")
+    binary_default = params.get("binary_data_output", False)
+    if not isinstance(binary_default, bool):
+        raise BadRequest(f"parameters.binary_data_output must be a boolean, got {binary_default!r}")
+    request_id = header.get("id")
+    return InferRequest(
+        id=None if request_id is None else str(request_id),
+        inputs=inputs,
+        rows=rows.pop(),
+        outputs=_parse_outputs(header.get("outputs"), sig, binary_default),
+        timeout_us=timeout,
+    )
+
+
+def _classification(values: Array, k: int, labels: tuple[str, ...]) -> Array:
+    """Triton's classification extension: the top ``k`` of each row as BYTES ``"value:index[:label]"``."""
+    rows = values.reshape(values.shape[0], -1)
+    k = min(k, rows.shape[1])
+    order = np.argsort(-rows, axis=1, kind="stable")[:, :k]
+    out = np.empty(order.shape, dtype=object)
+    for r, row in enumerate(order):
+        for c, idx in enumerate(row):
+            label = f":{labels[idx]}" if labels else ""
+            out[r, c] = f"{rows[r, idx]:f}:{idx}{label}".encode()
+    return out
+
+
+def _bytes_tensor(array: Array) -> bytes:
+    """The binary form of a BYTES tensor: each element as a 4-byte little-endian length and its bytes."""
+    return b"".join(len(item).to_bytes(4, "little") + item for item in array.reshape(-1))
+
+
+def encode_infer_response(
+    model: str,
+    version: str,
+    request_id: str | None,
+    outputs: Mapping[str, Array],
+    wanted: tuple[RequestedOutput, ...],
+    labels: tuple[str, ...],
+) -> tuple[bytes, int | None]:
+    """Render outputs as a v2 response body; returns the body and the JSON header's length when binary follows."""
+    described: list[dict[str, Any]] = []
+    buffers: list[bytes | memoryview] = []
+    for out in wanted:
+        array = outputs[out.name]
+        datatype = "BYTES" if out.classification else NUMPY_TO_V2[array.dtype.str]
+        if out.classification:
+            array = _classification(array, out.classification, labels)
+        entry: dict[str, Any] = {"name": out.name, "datatype": datatype, "shape": list(array.shape)}
+        if out.binary:
+            data = _bytes_tensor(array) if datatype == "BYTES" else np.ascontiguousarray(array).data.cast("B")
+            entry["parameters"] = {"binary_data_size": len(data)}
+            buffers.append(data)
+        elif datatype == "BYTES":
+            entry["data"] = [item.decode() for item in array.reshape(-1)]
+        else:
+            entry["data"] = np.ascontiguousarray(array).reshape(-1)
+        described.append(entry)
+    response: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": described}
+    if request_id is not None:
+        response["id"] = request_id
+    header = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not buffers:
+        return header, None
+    return b"".join([header, *buffers]), len(header)

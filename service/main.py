@@ -1,0 +1,99 @@
+"""The app factory: builds the service from ``Settings`` and wires its parts; the lifespan loads and drains models.
+
+``uvicorn --factory service.main:create_app`` works as well as ``python -m service``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.responses import Response
+
+from service import __version__
+from service.api import health, rest, v2
+from service.api.fastpath import FastPathMiddleware
+from service.api.middleware import RequestContextMiddleware
+from service.dataplane import DataPlane
+from service.errors import install_error_handlers
+from service.logs import configure_logging
+from service.metrics import Metrics
+from service.registry import ModelRegistry
+from service.runtime import available_cpus
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """Inference serving for CNN image classifiers exported to ONNX.
+
+* **REST**: `POST /v1/models/{model}/classify` with an image (raw body or multipart) answers the top-k labels.
+* **KServe v2** (Triton-compatible, `tritonclient` works unchanged): metadata, config, stats, repository,
+  infer with JSON tensors or the binary tensor extension, classification extension.
+* **Metrics** at `/metrics` (Prometheus), including Triton's `nv_inference_*` names.
+
+Errors are `{"error": "<message>", "code": "<code>"}` with a 4xx/5xx status.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service; models load when the app's lifespan starts (under uvicorn, or a test client)."""
+    settings = settings or Settings()
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    models = ModelRegistry(settings, metrics)
+    plane = DataPlane(
+        models,
+        metrics,
+        max_image_pixels=settings.max_image_pixels,
+        default_timeout_ms=settings.default_timeout_ms,
+        preprocess_threads=settings.preprocess_threads or available_cpus(),
+    )
+    readiness = health.Readiness()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await models.load_startup()
+        readiness.ready = True
+        logger.info("ready: serving %s from %s", [m.config.name for m in models.served()], models.repository)
+        try:
+            yield
+        finally:
+            readiness.ready = False
+            await models.close()  # uvicorn has already drained the connections: this runs what is still queued
+            plane.close()
+            logger.info("stopped")
+
+    app = FastAPI(
+        title="cnnserve",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        # Prometheus covers metrics; FastAPI's OpenTelemetry hooks would cost every request an environment lookup.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
+    install_error_handlers(app)
+    token = settings.auth_token.get_secret_value() if settings.auth_token else None
+    v2_routes = v2.build_router(plane, settings.max_body_bytes)
+    rest_routes = rest.build_router(plane, settings.max_body_bytes)
+    app.add_middleware(FastPathMiddleware, routes=v2_routes.hot + rest_routes.hot)
+    app.add_middleware(RequestContextMiddleware, auth_token=token, access_log=settings.access_log)  # outermost
+    app.include_router(v2_routes.router)
+    app.include_router(rest_routes.router)
+    app.include_router(health.build_router(models, readiness))
+
+    @app.get("/metrics", tags=["metrics"], summary="Prometheus metrics (text format 0.0.4).")
+    async def prometheus() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.state.plane = plane
+    return app
+
+
+def create_worker_app() -> FastAPI:
+    """Factory for uvicorn's worker processes (``--workers N``): settings and logging from the environment."""
+    settings = Settings()
+    configure_logging(settings.log_format, settings.log_level)
+    return create_app(settings)

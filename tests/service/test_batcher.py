@@ -1,0 +1,340 @@
+"""The dynamic batcher with a fake ``run_batch``: size and time bounds, split-back, fan-out, queue, deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from service.batch_policy import (
+    BatcherStopped,
+    BatchPolicy,
+    BatchTiming,
+    BatchTooLarge,
+    ClientGone,
+    DeadlineExpired,
+    QueueFull,
+)
+from service.batcher import Batcher
+from service.merge import Tensors
+
+WAIT_S = 5.0  # upper bound on any single wait in these tests
+
+
+class FakeModel:
+    """``run_batch`` double: multiplies by 10, records every batch, can be held at a gate or made to fail."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, list[float]]] = []  # (instance, first value of every row)
+        self.threads: list[str] = []  # the thread each batch ran on
+        self.gate = threading.Event()
+        self.gate.set()
+        self.running = threading.Semaphore(0)  # released each time a batch starts
+        self.poison = -1.0  # a row starting with this value makes its batch fail
+
+    def __call__(self, instance: int, inputs: Tensors) -> Tensors:
+        x = inputs["x"]
+        self.batches.append((instance, [float(v) for v in x[:, 0]]))
+        self.threads.append(threading.current_thread().name)
+        self.running.release()
+        assert self.gate.wait(WAIT_S), "test never opened the gate"
+        if (x[:, 0] == self.poison).any():
+            raise RuntimeError("poisoned batch")
+        return {"y": x * 10}
+
+    def rows_run(self) -> list[float]:
+        return [v for _, values in self.batches for v in values]
+
+    async def wait_running(self) -> None:
+        """Wait until a batch has entered the model."""
+        deadline = time.monotonic() + WAIT_S
+        while not self.running.acquire(blocking=False):
+            assert time.monotonic() < deadline, "no batch started"
+            await asyncio.sleep(0.001)
+
+
+class Recorder:
+    """``BatchObserver`` double."""
+
+    def __init__(self) -> None:
+        self.timings: list[BatchTiming] = []
+
+    def on_batch(self, timing: BatchTiming) -> None:
+        self.timings.append(timing)
+
+
+def request(value: float, rows: int = 1) -> dict[str, Any]:
+    return {"x": np.full((rows, 2), value, dtype=np.float32)}
+
+
+async def make(model: FakeModel, **policy: Any) -> tuple[Batcher, Recorder]:
+    recorder = Recorder()
+    batcher = Batcher(model, BatchPolicy(**{"max_batch_size": 4, **policy}), recorder, name="fake")
+    batcher.start()
+    return batcher, recorder
+
+
+async def submit(batcher: Batcher, value: float, rows: int = 1, **kwargs: Any) -> Tensors:
+    return await asyncio.wait_for(batcher.infer(request(value, rows), rows, **kwargs), WAIT_S)
+
+
+async def test_single_request_passes_through_unbatched() -> None:
+    model = FakeModel()
+    batcher, recorder = await make(model)
+    out = await submit(batcher, 3.0)
+    np.testing.assert_array_equal(out["y"], np.full((1, 2), 30.0))
+    assert model.batches == [(0, [3.0])]
+    assert recorder.timings[0].rows == 1
+    assert len(recorder.timings[0].queue_waits_s) == 1
+    await batcher.stop()
+
+
+async def test_queued_requests_merge_by_rows_and_each_gets_its_own_rows() -> None:
+    model = FakeModel()
+    batcher, recorder = await make(model, max_batch_size=8)
+    model.gate.clear()
+    first = asyncio.ensure_future(submit(batcher, 100.0))
+    await model.wait_running()  # the first batch holds the only instance, so the rest queue up
+    sizes = [1, 2, 1, 2, 1, 2]  # 9 rows: 1+2+1+2+1 = 7 fit a batch of 8, the last 2 rows wait for the next
+    others = [asyncio.ensure_future(submit(batcher, float(i), rows=n)) for i, n in enumerate(sizes)]
+    await asyncio.sleep(0.01)
+    model.gate.set()
+    results = await asyncio.gather(first, *others)
+    for i, (n, out) in enumerate(zip(sizes, results[1:], strict=True)):
+        np.testing.assert_array_equal(out["y"], np.full((n, 2), 10.0 * i))
+    assert [len(values) for _, values in model.batches] == [1, 7, 2]
+    assert [t.rows for t in recorder.timings] == [1, 7, 2]
+    assert [len(t.queue_waits_s) for t in recorder.timings] == [1, 5, 1]
+    await batcher.stop()
+
+
+async def test_batches_never_exceed_max_batch_size() -> None:
+    model = FakeModel()
+    batcher, _ = await make(model, max_batch_size=4)
+    model.gate.clear()
+    first = asyncio.ensure_future(submit(batcher, 0.0))
+    await model.wait_running()
+    rest = [asyncio.ensure_future(submit(batcher, float(i), rows=3)) for i in range(1, 6)]
+    await asyncio.sleep(0.01)
+    model.gate.set()
+    await asyncio.gather(first, *rest)
+    assert max(len(values) for _, values in model.batches) <= 4
+    assert sorted(model.rows_run()) == sorted([0.0] + [float(i) for i in range(1, 6) for _ in range(3)])
+    await batcher.stop()
+
+
+async def test_request_larger_than_max_batch_size_is_refused_with_both_numbers() -> None:
+    batcher, _ = await make(FakeModel(), max_batch_size=4)
+    with pytest.raises(BatchTooLarge, match=r"carries 5 rows .* at most 4"):
+        await submit(batcher, 1.0, rows=5)
+    await batcher.stop()
+
+
+async def test_an_exception_reaches_every_caller_of_its_batch_and_nobody_else() -> None:
+    model = FakeModel()
+    model.poison = 7.0
+    batcher, _ = await make(model, max_batch_size=4)
+    model.gate.clear()
+    healthy_first = asyncio.ensure_future(submit(batcher, 1.0))
+    await model.wait_running()
+    doomed = [asyncio.ensure_future(submit(batcher, v)) for v in (2.0, 7.0, 3.0)]  # one batch, one poisoned row
+    await asyncio.sleep(0.01)
+    model.gate.set()
+    assert (await healthy_first)["y"][0, 0] == 10.0
+    outcomes = await asyncio.gather(*doomed, return_exceptions=True)
+    assert all(isinstance(o, RuntimeError) and "poisoned" in str(o) for o in outcomes)
+    assert (await submit(batcher, 4.0))["y"][0, 0] == 40.0  # the batcher keeps serving
+    await batcher.stop()
+
+
+async def test_full_queue_refuses_with_retry_after() -> None:
+    model = FakeModel()
+    batcher, _ = await make(model, max_batch_size=1, max_queue_size=2)
+    model.gate.clear()
+    running = asyncio.ensure_future(submit(batcher, 0.0))
+    await model.wait_running()
+    queued = [asyncio.ensure_future(submit(batcher, float(i))) for i in (1, 2)]
+    await asyncio.sleep(0.01)
+    assert batcher.queued == 2
+    with pytest.raises(QueueFull, match="queue holds 2 requests, the limit is 2") as caught:
+        await submit(batcher, 3.0)
+    assert caught.value.retry_after_s >= 1
+    model.gate.set()
+    await asyncio.gather(running, *queued)
+    assert 3.0 not in model.rows_run()
+    await batcher.stop()
+
+
+async def test_deadline_passing_in_the_queue_answers_at_the_deadline_and_never_runs() -> None:
+    model = FakeModel()
+    batcher, _ = await make(model, max_batch_size=1)
+    model.gate.clear()
+    running = asyncio.ensure_future(submit(batcher, 0.0))
+    await model.wait_running()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(DeadlineExpired, match="while queued"):
+        await submit(batcher, 5.0, deadline=started + 0.05)
+    waited = loop.time() - started
+    assert 0.04 <= waited < 1.0, f"answered after {waited:.3f} s, deadline was 0.05 s"
+    assert batcher.queued == 0
+    model.gate.set()
+    await running
+    await submit(batcher, 6.0)  # the collector skipped the expired request and moved on
+    assert model.rows_run() == [0.0, 6.0]
+    await batcher.stop()
+
+
+async def test_deadline_already_passed_is_refused_before_queueing() -> None:
+    batcher, _ = await make(FakeModel())
+    with pytest.raises(DeadlineExpired, match="already passed"):
+        await submit(batcher, 1.0, deadline=asyncio.get_running_loop().time() - 0.001)
+    await batcher.stop()
+
+
+async def test_requests_of_gone_clients_are_dropped_before_running() -> None:
+    model = FakeModel()
+    batcher, _ = await make(model, max_batch_size=4)
+    model.gate.clear()
+    running = asyncio.ensure_future(submit(batcher, 0.0))
+    await model.wait_running()
+    gone = asyncio.ensure_future(submit(batcher, 9.0, is_gone=lambda: True))
+    kept = asyncio.ensure_future(submit(batcher, 8.0, is_gone=lambda: False))
+    await asyncio.sleep(0.01)
+    model.gate.set()
+    with pytest.raises(ClientGone):
+        await gone
+    await asyncio.gather(running, kept)
+    assert 9.0 not in model.rows_run()
+    assert 8.0 in model.rows_run()
+    await batcher.stop()
+
+
+async def test_cancelled_callers_leave_the_queue_and_never_run() -> None:
+    model = FakeModel()
+    batcher, _ = await make(model, max_batch_size=4)
+    model.gate.clear()
+    running = asyncio.ensure_future(submit(batcher, 0.0))
+    await model.wait_running()
+    victim = asyncio.ensure_future(batcher.infer(request(9.0), 1))
+    await asyncio.sleep(0.01)
+    assert batcher.queued == 1
+    victim.cancel()
+    model.gate.set()
+    await running
+    await submit(batcher, 1.0)
+    assert model.rows_run() == [0.0, 1.0]
+    assert batcher.queued == 0
+    await batcher.stop()
+
+
+async def test_lone_request_runs_at_once_despite_a_long_queue_delay() -> None:
+    model = FakeModel()
+    batcher, _ = await make(model, max_queue_delay_s=2.0)
+    started = time.perf_counter()
+    await submit(batcher, 1.0)
+    assert time.perf_counter() - started < 0.5  # would be >= 2 s if a lone request waited for company
+    await batcher.stop()
+
+
+async def test_announced_arrivals_are_waited_for_up_to_the_queue_delay() -> None:
+    model = FakeModel()
+    batcher, _ = await make(model, max_batch_size=4, max_queue_delay_s=0.2)
+    with batcher.announce() as arrival:
+        early = asyncio.ensure_future(submit(batcher, 1.0))
+        await asyncio.sleep(0.02)  # the first request waits: an announced arrival is on its way
+        assert model.batches == []
+        late = asyncio.ensure_future(submit(batcher, 2.0, arrival=arrival))
+        await asyncio.gather(early, late)
+    assert model.batches == [(0, [1.0, 2.0])]
+    # An arrival that never comes holds the batch for at most the queue delay.
+    stalled = batcher.announce()
+    started = time.perf_counter()
+    await submit(batcher, 3.0)
+    waited = time.perf_counter() - started
+    stalled.close()
+    assert 0.15 <= waited < 1.0, f"waited {waited:.3f} s for a 0.2 s queue delay"
+    await batcher.stop()
+
+
+async def test_instances_run_batches_concurrently() -> None:
+    model = FakeModel()
+    batcher, _ = await make(model, max_batch_size=1, instances=2)
+    model.gate.clear()
+    both = [asyncio.ensure_future(submit(batcher, float(i))) for i in range(2)]
+    await model.wait_running()
+    await model.wait_running()  # two batches in the model at the same time
+    model.gate.set()
+    await asyncio.gather(*both)
+    assert sorted(instance for instance, _ in model.batches) == [0, 1]
+    await batcher.stop()
+
+
+async def test_stop_runs_queued_work_then_refuses_new_requests() -> None:
+    model = FakeModel()
+    batcher, _ = await make(model, max_batch_size=1)
+    model.gate.clear()
+    pending = [asyncio.ensure_future(submit(batcher, float(i))) for i in range(3)]
+    await model.wait_running()
+    stopping = asyncio.ensure_future(batcher.stop())
+    await asyncio.sleep(0.01)
+    with pytest.raises(BatcherStopped, match="shutting down"):
+        await submit(batcher, 9.0)
+    model.gate.set()
+    await asyncio.wait_for(stopping, WAIT_S)
+    assert [o["y"][0, 0] for o in await asyncio.gather(*pending)] == [0.0, 10.0, 20.0]
+
+
+async def test_a_model_returning_the_wrong_row_count_fails_its_callers() -> None:
+    batcher = Batcher(
+        lambda instance, inputs: {"y": np.zeros((1, 2))}, BatchPolicy(max_batch_size=4), Recorder(), name="bad"
+    )
+    batcher.start()
+    with pytest.raises(ValueError, match="expected 3 rows on axis 0"):
+        await submit(batcher, 1.0, rows=3)
+    await batcher.stop()
+
+
+async def test_fast_models_run_on_the_event_loop_when_idle_and_slow_ones_in_threads() -> None:
+    model = FakeModel()
+    batcher, recorder = await make(model, inline_max_s=1.0)
+    await submit(batcher, 1.0)  # no cost known yet: runs in the worker thread and measures
+    await submit(batcher, 2.0)  # predicted far below 1 s: runs inline, skipping queue and threads
+    assert model.threads[0].startswith("run-fake")
+    assert model.threads[1] == threading.current_thread().name
+    assert [t.rows for t in recorder.timings] == [1, 1]
+    await batcher.stop()
+
+    slow = FakeModel()
+    batcher, _ = await make(slow, inline_max_s=1e-9)  # nothing is that fast
+    await submit(batcher, 1.0)
+    await submit(batcher, 2.0)
+    assert all(name.startswith("run-fake") for name in slow.threads)
+    await batcher.stop()
+
+
+async def test_an_inline_failure_reaches_only_its_caller() -> None:
+    model = FakeModel()
+    model.poison = 7.0
+    batcher, _ = await make(model, inline_max_s=1.0)
+    await submit(batcher, 1.0)
+    with pytest.raises(RuntimeError, match="poisoned"):
+        await submit(batcher, 7.0)
+    assert (await submit(batcher, 3.0))["y"][0, 0] == 30.0
+    assert model.threads[1] == model.threads[2] == threading.current_thread().name
+    await batcher.stop()
+
+
+async def test_a_burst_on_an_idle_fast_model_runs_its_first_request_at_once_and_batches_the_rest() -> None:
+    model = FakeModel()
+    batcher, recorder = await make(model, max_batch_size=8, inline_max_s=1.0)
+    await submit(batcher, 0.0)  # learn the cost
+    burst = await asyncio.gather(*(submit(batcher, float(i)) for i in range(1, 7)))
+    assert [o["y"][0, 0] for o in burst] == [10.0 * i for i in range(1, 7)]
+    assert [t.rows for t in recorder.timings] == [1, 1, 5]  # learner, the burst's first alone, the rest together
+    assert model.threads[1:] == [threading.current_thread().name] * 2
+    await batcher.stop()

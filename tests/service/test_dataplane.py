@@ -1,0 +1,77 @@
+"""The data plane on a tiny real model: deadline precedence, refusals mapped to statuses, image errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from prometheus_client import CollectorRegistry
+
+from service.dataplane import DataPlane
+from service.errors import BadRequest, PayloadTooLarge, ServiceUnavailable, TooManyRequests
+from service.metrics import Metrics
+from service.registry import ModelRegistry
+from service.settings import Settings
+
+
+async def make_plane(repository: Path, default_timeout_ms: int = 0, **settings: object) -> DataPlane:
+    metrics = Metrics(CollectorRegistry())
+    registry = ModelRegistry(Settings(repository_path=repository, **settings), metrics)  # type: ignore[arg-type]
+    await registry.load_startup()
+    return DataPlane(
+        registry, metrics, max_image_pixels=10_000, default_timeout_ms=default_timeout_ms, preprocess_threads=1
+    )
+
+
+@pytest.fixture
+async def plane(tiny_repository: Callable[..., Path]) -> AsyncIterator[DataPlane]:
+    repository = tiny_repository(dynamic_batching={"default_queue_policy": {"default_timeout_microseconds": 7000}})
+    plane = await make_plane(repository)
+    yield plane
+    await plane.registry.close()
+    plane.close()
+
+
+async def test_deadline_precedence_request_then_setting_then_config(plane: DataPlane) -> None:
+    model = plane.model("tiny")
+    assert plane.deadline(model, 100.0, 2500) == pytest.approx(100.0025)  # the request's own timeout
+    assert plane.deadline(model, 100.0, None) == pytest.approx(100.007)  # config.json's default
+    plane.default_timeout_ms = 40
+    assert plane.deadline(model, 100.0, None) == pytest.approx(100.04)  # the setting beats config.json
+
+
+async def test_images_are_decoded_checked_and_classified(plane: DataPlane) -> None:
+    buffer = BytesIO()
+    Image.fromarray(np.full((20, 30, 3), 90, np.uint8)).save(buffer, format="PNG")
+    good = buffer.getvalue()
+    model = plane.model("tiny")
+    scores = await plane.classify_scores(model, [("a", good), ("b", good)], deadline=None, is_gone=None)
+    assert scores.shape == (2, 4)
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-6)
+    with pytest.raises(BadRequest, match=r"image 2 of 2 \('bad'\): cannot identify an image"):
+        await plane.classify_scores(model, [("a", good), ("bad", b"nope")], deadline=None, is_gone=None)
+    buffer = BytesIO()
+    Image.fromarray(np.zeros((200, 200, 3), np.uint8)).save(buffer, format="PNG")
+    with pytest.raises(PayloadTooLarge, match="40000 pixels, the limit is 10000"):
+        await plane.classify_scores(model, [(None, buffer.getvalue())], deadline=None, is_gone=None)
+    with pytest.raises(BadRequest, match="carries 9 images but model 'tiny' batches at most 8"):
+        await plane.classify_scores(model, [(None, good)] * 9, deadline=None, is_gone=None)
+
+
+async def test_batcher_refusals_become_service_errors(tiny_repository: Callable[..., Path]) -> None:
+    plane = await make_plane(tiny_repository(), max_queue_size=1)
+    model = plane.model("tiny")
+    x = {"input": np.zeros((1, 3, 8, 8), np.float32)}
+    model.batcher._live = 1  # as if one request were queued: the queue of 1 is full
+    with pytest.raises(TooManyRequests, match="overloaded: queue holds 1 requests, the limit is 1") as caught:
+        await plane.infer(model, x, 1, deadline=None, is_gone=None)
+    assert caught.value.headers["Retry-After"] == "1"
+    model.batcher._live = 0
+    await plane.registry.unload("tiny")
+    with pytest.raises(ServiceUnavailable, match="shutting down"):
+        await plane.infer(model, x, 1, deadline=None, is_gone=None)
+    plane.close()
