@@ -1,8 +1,9 @@
 """A builder for the common CNN pattern INPUT → [[CONV → RELU]*N → POOL?]*M → [FC → RELU]*K → FC (CS231n).
 
 Convs are k×k with padding k//2 (k odd), so they keep the side; pools are 2×2/2 and need an even side, so every
-net this builder accepts tiles exactly (rounding="strict"). ``small_cnn`` is the zoo's CIFAR-size entry, the
-overhead-bound model of the benchmarks: 3×32×32, N=2, M=3, filters 32/64/128, K=1 FC of 256, 10 classes.
+net this builder accepts tiles exactly (rounding="strict"). Two zoo entries come from it, both 3×32×32 with 10
+classes: ``small_cnn`` (N=2, M=3, filters 32/64/128, FC 256; compute-bound on a CPU) and ``tiny_cnn`` (N=1, M=3,
+filters 16/32/64, FC 128; overhead-bound, the benchmarks' model for the cost of the request path).
 """
 
 from __future__ import annotations
@@ -146,5 +147,23 @@ def small_cnn(num_classes: int = 10, width_mult: float = 1.0) -> GenericCNN:
         filters=(32, 64, 128),
         fc_layers=1,
         fc_widths=256,
+        width_mult=width_mult,
+    )
+
+
+def tiny_cnn(num_classes: int = 10, width_mult: float = 1.0) -> GenericCNN:
+    """An overhead-bound CIFAR-size CNN: one 3×3 conv per stage at 16/32/64 filters, FC 128 (156,074 params).
+
+    About 2.9 M multiply-accumulates per image, so on a CPU the model runs tens of thousands of images/s and
+    the cost of serving it is the request path — the case the benchmarks use it for.
+    """
+    return generic_cnn(
+        input_size=(3, 32, 32),
+        num_classes=num_classes,
+        convs_per_stage=1,
+        stages=3,
+        filters=(16, 32, 64),
+        fc_layers=1,
+        fc_widths=128,
         width_mult=width_mult,
     )

@@ -185,6 +185,9 @@ def test_params_by_hand() -> None:
         conv(3, 32, 3) + conv(32, 32, 3) + conv(32, 64, 3) + conv(64, 64, 3) + conv(64, 128, 3) + conv(128, 128, 3)
         + fc(128 * 4 * 4, 256) + fc(256, 10)
     ) == 814_122  # fmt: skip
+    assert n_params(build("tiny_cnn")) == (
+        conv(3, 16, 3) + conv(16, 32, 3) + conv(32, 64, 3) + fc(64 * 4 * 4, 128) + fc(128, 10)
+    ) == 156_074  # fmt: skip
 
 
 @pytest.mark.parametrize(

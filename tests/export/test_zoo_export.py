@@ -13,7 +13,7 @@ from service.repository import load_model_config
 pytestmark = [pytest.mark.export, pytest.mark.slow]
 
 #: Reduced width keeps CI fast; spatial arithmetic, layer count and graph structure are unchanged by width.
-SMALL = {"lenet5": 1.0, "small_cnn": 1.0}
+SMALL = {"lenet5": 1.0, "small_cnn": 1.0, "tiny_cnn": 1.0}
 REDUCED_WIDTH = 0.0625
 
 
