@@ -149,9 +149,7 @@ def _tensor(raw: dict[str, Any], where: str) -> TensorSpec:
     name = _require(raw, "name", where)
     data_type = _require(raw, "data_type", f"{where} '{name}'")
     if data_type not in TRITON_TO_V2_DATATYPE:
-        raise ConfigError(
-            f"{where} '{name}': data_type {data_type!r} is not one of {sorted(TRITON_TO_V2_DATATYPE)}"
-        )
+        raise ConfigError(f"{where} '{name}': data_type {data_type!r} is not one of {sorted(TRITON_TO_V2_DATATYPE)}")
     dims = tuple(int(d) for d in _require(raw, "dims", f"{where} '{name}'"))
     if any(d < 1 for d in dims):
         raise ConfigError(f"{where} '{name}': dims {list(dims)} must be positive (leave out the batch axis)")
@@ -231,8 +229,9 @@ def model_config_from_dict(raw: dict[str, Any], source: str = "config.json") -> 
             f"{where}: labels has {len(labels)} entries but output '{outputs[0].name}' has {n_classes} classes"
         )
     versions = {
-        str(v): VersionInfo(sha256=_require(info, "sha256", f"{where}: versions.{v}"),
-                            export_report=info.get("export_report", {}))
+        str(v): VersionInfo(
+            sha256=_require(info, "sha256", f"{where}: versions.{v}"), export_report=info.get("export_report", {})
+        )
         for v, info in raw.get("versions", {}).items()
     }
     return ModelConfig(
