@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: serve test lint typecheck pytest default-model bench clean
+.PHONY: serve test lint typecheck pytest default-model bench loadtest clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ pytest: $(VENV)/.dev-installed
 
 default-model: $(VENV)/.dev-installed  ## Re-train and re-export the committed default model.
 	$(BIN)/python -m export train-digits --out models/
+
+bench: $(VENV)/.dev-installed  ## Benchmark suite, ~3 min (bench/RESULTS.md); BENCH=--full for ~10 min.
+	$(BIN)/python -m bench $(or $(BENCH),--quick)
+
+loadtest: $(VENV)/.dev-installed  ## Load-test a running service: make loadtest ARGS="--concurrency 1,4,16,64"
+	$(BIN)/python -m loadtest $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,162 @@
+"""``python -m bench --quick|--full``: the whole benchmark suite in one run; JSON, Markdown and PNG out.
+
+Examples:
+    python -m bench --quick                  # ~3 minutes (plus ~40 s the first time, exporting the models)
+    python -m bench --full --pin             # ~10 minutes; load generator on the last CPU, servers on the rest
+    python -m bench --quick --models lenet5_digits
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import client_cost, images, machine, models, preprocess_bench, servers, suite
+from bench.bars import summarise_bars
+from bench.report import markdown, plot_results
+from loadtest.http import Endpoint
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ALL_MODELS = ("lenet5_digits", "tiny_cnn", "resnet18")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="short steps, ~3 minutes (the default)")
+    size.add_argument("--full", action="store_true", help="longer steps and more thread settings, ~10 minutes")
+    p.add_argument("--models", default=",".join(ALL_MODELS), help="comma-separated subset of " + ", ".join(ALL_MODELS))
+    p.add_argument("--out", type=Path, default=REPO_ROOT / "reports" / "bench", help="results and caches folder")
+    p.add_argument(
+        "--results-md",
+        type=Path,
+        help="where to copy the Markdown (default: bench/RESULTS.md, and only after a run of every model and server)",
+    )
+    p.add_argument(
+        "--servers", default=",".join(suite.SERVERS), help="comma-separated subset of " + ", ".join(suite.SERVERS)
+    )
+    p.add_argument(
+        "--tune",
+        action="append",
+        default=[],
+        metavar="MODEL.SETTING=VALUE",
+        help="override a tuned service setting (CNNSERVE_<SETTING>), e.g. tiny_cnn.max_queue_delay_us=1000",
+    )
+    p.add_argument("--pin", action="store_true", help="load generator on the last CPU, servers and raw ORT on the rest")
+    return p
+
+
+def _cpus(pin: bool) -> tuple[set[int] | None, set[int] | None]:
+    usable = sorted(os.sched_getaffinity(0))
+    if not pin:
+        return None, None
+    if len(usable) < 2:
+        raise SystemExit(f"--pin needs at least 2 usable CPUs, this process has {usable}")
+    return set(usable[:-1]), {usable[-1]}
+
+
+def _preprocess(ctx: suite.Context) -> dict[str, object]:
+    folder = images.image_folder(ctx.out, "resnet18")
+    jpegs = [p.read_bytes() for p in sorted(folder.glob("*.jpg"))]
+    result = preprocess_bench.measure(ctx.repository / "resnet18", jpegs, ctx.profile.preprocess_s)
+    suite.say(f"[preprocess] {result['images_per_cpu_s']:,.0f} images per CPU-second, 224x224 JPEG")
+    return result
+
+
+def _client_cost(ctx: suite.Context) -> dict[str, object]:
+    server = servers.service(ctx.repository, "lenet5_digits", {}, ctx.out / "logs" / "client-cost.log", ctx.server_cpus)
+    try:
+        ctx.affinity(ctx.client_cpus)
+        metadata = json.loads(models.REPO_ROOT.joinpath("models/lenet5_digits/config.json").read_text())
+        dims = metadata["input"][0]["dims"]
+        spec = {
+            "inputs": [{"name": metadata["input"][0]["name"], "datatype": "FP32", "shape": [-1, *dims]}],
+            "outputs": [{"name": o["name"], "datatype": "FP32", "shape": [-1, *o["dims"]]} for o in metadata["output"]],
+        }
+        result = client_cost.measure(
+            Endpoint.from_url(server.url), "lenet5_digits", spec, ctx.profile.client_cost_requests
+        )
+    finally:
+        server.stop()
+    for name, row in result.items():
+        if isinstance(row, dict):
+            suite.say(f"[client cost] {name:<30} {row['cpu_us_per_request']:6.0f} us CPU per request")
+    return result
+
+
+def _subset(p: argparse.ArgumentParser, text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
+    chosen = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = sorted(set(chosen) - set(allowed))
+    if unknown or not chosen:
+        p.error(f"unknown or no {what} {unknown}; choose from {', '.join(allowed)}")
+    return chosen
+
+
+def _tuned(p: argparse.ArgumentParser, overrides: list[str]) -> dict[str, dict[str, str]]:
+    tuned = {model: dict(settings) for model, settings in suite.TUNED.items()}
+    for item in overrides:
+        target, _, value = item.partition("=")
+        model, _, key = target.partition(".")
+        if model not in tuned or not key or not value:
+            p.error(f"--tune {item!r} is not MODEL.SETTING=VALUE with MODEL in {sorted(tuned)}")
+        tuned[model][key] = value
+    return tuned
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _parser()
+    args = p.parse_args(argv)
+    profile = suite.FULL if args.full else suite.QUICK
+    chosen = _subset(p, args.models, ALL_MODELS, "model(s)")
+    kinds = _subset(p, args.servers, suite.SERVERS, "server(s)")
+    tuned = _tuned(p, args.tune)
+    server_cpus, client_cpus = _cpus(args.pin)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    description = machine.describe()
+    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    t0 = time.monotonic()
+    cpus, load = description["usable_cpus"], description["load_average"]
+    suite.say(f"bench --{profile.name}: {description['cpu_model']}, CPUs {cpus}, load average {load}")
+    repository = models.ensure_repository(
+        out / "models", tuple(dict.fromkeys(("resnet18", *chosen))), out / "export.log"
+    )
+    # The time budget starts after the (one-time) exports.
+    ctx = suite.Context(profile, out, repository, server_cpus, client_cpus, tuned, kinds)
+    results: dict[str, Any] = {
+        "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "profile": profile.name,
+        "started_at": started,
+        "machine": description,
+        "pinning": {
+            "server_cpus": sorted(server_cpus) if server_cpus else "all",
+            "client_cpus": sorted(client_cpus) if client_cpus else "all",
+        },
+        "tuned_settings": {m: tuned[m] for m in chosen},
+        "preprocess": _preprocess(ctx),
+        "client_cost": _client_cost(ctx) if "lenet5_digits" in chosen else None,
+        "models": {model: suite.bench_model(ctx, model) for model in chosen},
+    }
+    results["skipped"] = ctx.skipped
+    results["elapsed_s"] = time.monotonic() - t0
+    results["bars"] = summarise_bars(results)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    text = markdown(results)
+    (out / "results.md").write_text(text)
+    complete = set(chosen) == set(ALL_MODELS) and set(kinds) == set(suite.SERVERS) and not ctx.skipped
+    copy = args.results_md or (REPO_ROOT / "bench" / "RESULTS.md" if complete else None)
+    if copy is not None:
+        copy.write_text(text)
+    plot_results(results, out / "results.png")
+    print(text)
+    copied = f", and {copy}" if copy else " (a partial run: bench/RESULTS.md left as it was)"
+    print(f"wrote results.json, .md and .png under {out}{copied}, in {results['elapsed_s']:.0f} s")
+    return 0

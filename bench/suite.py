@@ -1,0 +1,187 @@
+"""The benchmark matrix for one model: raw ORT, then each server (baseline, service default, service tuned) over
+the tensor path and the image path at every concurrency, plus client-side batches of 32 for the small CNN.
+
+Every load step goes through the load harness (``loadtest.runner``) with the same client and the same payload
+bytes for every server; a time budget skips what no longer fits, and says so in the results.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import images, models, raw_ort, servers
+from loadtest.http import Endpoint
+from loadtest.payloads import Workload, load_images, rest_workload, v2_workload
+from loadtest.runner import Plan, run_sweep
+
+#: Batching settings the "tuned" service runs with (``CNNSERVE_*`` overrides); the default runs with none.
+TUNED: dict[str, dict[str, str]] = {
+    "lenet5_digits": {"max_queue_delay_us": "2000"},
+    "tiny_cnn": {"max_queue_delay_us": "2000"},
+    "resnet18": {"max_queue_delay_us": "5000"},
+}
+SERVERS = ("baseline", "service_default", "service_tuned")
+#: The small CNN's client-side batching check: rows per request, and the concurrencies tried.
+CLIENT_BATCH = 32
+CLIENT_BATCH_CONCURRENCY = (1, 4)
+#: A server is not started with less of the time budget left than this (ResNet-18 alone warms up for ~12 s).
+MIN_SERVER_S = 15.0
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How long each measurement runs; ``budget_s`` bounds the whole suite."""
+
+    name: str
+    step_s: float
+    warmup_s: float
+    raw_point_s: float
+    preprocess_s: float
+    client_cost_requests: int
+    budget_s: float
+    raw_min_runs: int
+    concurrency: tuple[int, ...] = (1, 4, 16, 64)
+
+
+QUICK = Profile("quick", 0.6, 0.15, 0.2, 1.0, 600, 165.0, 2)
+FULL = Profile("full", 3.0, 0.8, 1.0, 3.0, 4000, 585.0, 3)
+
+
+@dataclass
+class Context:
+    """What every part of a run shares: where things go, which CPUs do what, and the clock."""
+
+    profile: Profile
+    out: Path
+    repository: Path
+    server_cpus: set[int] | None
+    client_cpus: set[int] | None
+    tuned: dict[str, dict[str, str]] = field(default_factory=lambda: {m: dict(s) for m, s in TUNED.items()})
+    kinds: tuple[str, ...] = SERVERS
+    started: float = field(default_factory=time.monotonic)
+    skipped: list[str] = field(default_factory=list)
+
+    def time_left(self) -> float:
+        return self.profile.budget_s - (time.monotonic() - self.started)
+
+    def affinity(self, cpus: set[int] | None) -> None:
+        """Run this (bench) process on ``cpus`` from now on; None leaves it alone."""
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
+
+_T0 = time.monotonic()
+
+
+def say(message: str) -> None:
+    """A progress line, stamped with seconds since the suite started."""
+    print(f"[{time.monotonic() - _T0:6.1f} s] {message}", flush=True)
+
+
+def _sweep(
+    ctx: Context, server: servers.Server, model: str, workload: Workload, loads: tuple[int, ...], metrics: bool
+) -> dict[str, Any]:
+    plan = Plan(
+        Endpoint.from_url(server.url),
+        model,
+        workload,
+        "closed",
+        tuple(float(c) for c in loads),
+        duration_s=ctx.profile.step_s,
+        max_requests=200_000,
+        warmup_s=ctx.profile.warmup_s,
+        timeout_s=60.0,
+        metrics_path="/metrics" if metrics else None,
+        server_pid=server.process.pid,
+        progress=False,
+    )
+    ctx.affinity(ctx.client_cpus)
+    report = run_sweep(plan)
+    for step in report["steps"]:
+        latency = step["latency_ms"] or {}
+        errors = f"  errors {step['errors']}" if step["errors"] else ""
+        say(
+            f"  {server.name:<24} {workload.description[:34]:<34} c={step['load']['concurrency']:<3} "
+            f"{step['images_per_s']:9,.1f} img/s  p50 {latency.get('p50', 0):8.2f} ms  p99 "
+            f"{latency.get('p99', 0):8.2f} ms  gen CPU {step['generator']['cpu_percent']:3.0f}%{errors}"
+        )
+    return report
+
+
+def _start(ctx: Context, kind: str, model: str) -> servers.Server:
+    log = ctx.out / "logs" / f"{model}-{kind}.log"
+    if kind == "baseline":
+        return servers.baseline(ctx.repository / model, log, ctx.server_cpus)
+    settings = ctx.tuned[model] if kind == "service_tuned" else {}
+    return servers.service(ctx.repository, model, settings, log, ctx.server_cpus)
+
+
+def _workloads(ctx: Context, server: servers.Server, model: str) -> dict[str, Workload]:
+    endpoint = Endpoint.from_url(server.url)
+    dims = models.input_dims(ctx.repository, model)
+    config = models.config(ctx.repository, model)
+    metadata = {
+        "inputs": [{"name": config["input"][0]["name"], "datatype": "FP32", "shape": [-1, *dims]}],
+        "outputs": [{"name": o["name"], "datatype": "FP32", "shape": [-1, *o["dims"]]} for o in config["output"]],
+    }
+    folder = images.image_folder(ctx.out, model)
+    loads = {
+        "tensor": v2_workload(endpoint, model, metadata),
+        "image": rest_workload(endpoint, model, load_images(folder)),
+    }
+    if model == "tiny_cnn":
+        loads["tensor_batch32"] = v2_workload(endpoint, model, metadata, batch=CLIENT_BATCH)
+    return loads
+
+
+def bench_server(ctx: Context, kind: str, model: str) -> dict[str, Any]:
+    """Start one server, run its sweeps, stop it; returns ``{path: loadtest report}``."""
+    if ctx.time_left() < MIN_SERVER_S:
+        ctx.skipped.append(f"{model} {kind}: the time budget is spent ({ctx.time_left():.0f} s left)")
+        return {}
+    server = _start(ctx, kind, model)
+    try:
+        results: dict[str, Any] = {"settings": ctx.tuned[model] if kind == "service_tuned" else {}}
+        for path, workload in _workloads(ctx, server, model).items():
+            loads = CLIENT_BATCH_CONCURRENCY if path == "tensor_batch32" else ctx.profile.concurrency
+            need = len(loads) * (ctx.profile.step_s + ctx.profile.warmup_s + 1.0)
+            if ctx.time_left() < need:
+                left = max(0.0, ctx.time_left())
+                ctx.skipped.append(f"{model} {kind} {path}: {left:.0f} s left of the time budget, {need:.0f} s needed")
+                continue
+            results[path] = _sweep(ctx, server, model, workload, loads, metrics=kind != "baseline")
+        return results
+    finally:
+        code = server.stop()
+        if code not in (0, -15):
+            ctx.skipped.append(f"{model} {kind}: the server exited with {code}; see {server.log_path}")
+
+
+def bench_model(ctx: Context, model: str) -> dict[str, Any]:
+    """Raw ORT, then every server kind, for one model."""
+    say(f"[{model}] raw ONNX Runtime")
+    ctx.affinity(ctx.server_cpus)
+    cpus = len(ctx.server_cpus or os.sched_getaffinity(0))
+    # One thread has no pool to spin, so spinning only varies for the multi-thread setting.
+    settings = [raw_ort.ThreadSetting(1, True)] + [raw_ort.ThreadSetting(cpus, s) for s in (True, False) if cpus > 1]
+    path, dims = models.model_file(ctx.repository, model), models.input_dims(ctx.repository, model)
+    raw = raw_ort.measure_model(path, dims, settings, ctx.profile.raw_point_s, ctx.profile.raw_min_runs)
+    say(
+        f"  best {raw['best_images_per_s']:,.1f} img/s at batch {raw['best_batch']} ({raw['best_setting']}); "
+        f"batch 1: {raw['batch1_images_per_s']:,.1f} img/s, p50 {raw['batch1_p50_ms']:.2f} ms"
+    )
+    result: dict[str, Any] = {"raw": raw, "servers": {}}
+    for kind in ctx.kinds:
+        say(f"[{model}] {kind}")
+        result["servers"][kind] = bench_server(ctx, kind, model)
+    if ctx.time_left() > 0:
+        ctx.affinity(ctx.server_cpus)
+        raw_ort.recheck(path, dims, raw, ctx.profile.raw_point_s, ctx.profile.raw_min_runs)
+        say(f"[{model}] raw ONNX Runtime again: best {raw['best_images_per_s']:,.1f} img/s (the higher of two runs)")
+    else:
+        ctx.skipped.append(f"{model} raw ONNX Runtime re-check: the time budget is spent")
+    return result

@@ -1,0 +1,310 @@
+"""Load generators: closed loop (N users, each sending again on every answer) and open loop (a fixed schedule).
+
+Latency is always measured from the request's *scheduled* time. In the open loop the schedule never waits for
+the server (no coordinated omission): a request due while every connection is busy waits in a client-side
+backlog, or on a new connection, and that wait is part of its latency. Requests scheduled before the measurement
+starts are warm-up and discarded. Everything runs from callbacks on one event loop: no task per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random
+import time
+from collections import Counter, deque
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from loadtest.http import Connection, Endpoint, open_connection
+from loadtest.payloads import Workload
+
+_WATCHDOG_PERIOD_S = 0.05
+_RECONNECT_PAUSE_S = 0.05
+
+
+@dataclass
+class StepResult:
+    """Raw outcome of one measured step: success latencies, outcomes by status, generator costs."""
+
+    latencies_s: list[float] = field(default_factory=list)  # successes among the requests scheduled in the window
+    outcomes: Counter[str] = field(default_factory=Counter)  # "200", "429", "timeout", "connect_failed", …
+    window_s: float = 0.0  # the measurement window: from its start until issuing stopped (duration or request cap)
+    window_ok: int = 0  # successes completed inside the window, whenever sent: the throughput's numerator
+    span_s: float = 0.0  # window start until every request sent in it was answered (the window plus the drain)
+    cpu_s: float = 0.0  # generator process CPU time over the span
+    lag_sum_s: float = 0.0  # open loop: how late requests were sent after their scheduled time
+    lag_max_s: float = 0.0
+    sent: int = 0
+    max_backlog: int = 0
+    connections: int = 0
+
+    @property
+    def completed(self) -> int:
+        return sum(self.outcomes.values())
+
+    @property
+    def ok(self) -> int:
+        return len(self.latencies_s)
+
+
+class Driver:
+    """Sends a workload over a pool of keep-alive connections and records what comes back.
+
+    Args:
+        endpoint: Server address and common headers.
+        workload: Requests cycled in order.
+        timeout_s: A request (including its wait in the backlog) older than this fails as ``timeout``.
+        max_connections: Open-loop pool bound; the closed loop uses exactly its concurrency.
+    """
+
+    def __init__(self, endpoint: Endpoint, workload: Workload, timeout_s: float, max_connections: int) -> None:
+        self.endpoint = endpoint
+        self.requests = workload.requests
+        self.timeout_s = timeout_s
+        self.max_connections = max_connections
+        self.result = StepResult()
+        self.closed_loop = False
+        self.issuing = False
+        self.measure_from = math.inf
+        self.max_requests = 0
+        self._next_request = 0
+        self._connections: set[Connection] = set()
+        self._idle: list[Connection] = []
+        self._opening = 0
+        self._backlog: deque[float] = deque()
+        self._inflight = 0
+        self._window_end = math.inf
+        self._window_answers = 0
+        self._min_answers = 0
+        self._window_wants_answers = False  # the duration passed, but too few answers came in the window
+        self._cpu_from = 0.0
+        self._finish_by = math.inf
+        self._drained = asyncio.Event()
+        self._answers = 0  # every answer or failure so far, warm-up included
+        self._answers_wanted = 0
+        self._warm = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- running a step -------------------------------------------------------------------------------
+    async def start_closed(self, concurrency: int) -> None:
+        """Open ``concurrency`` connections and start every one sending (the warm-up phase until ``measure``)."""
+        self.closed_loop = True
+        self.issuing = True
+        connections = await asyncio.gather(*(self._connect() for _ in range(concurrency)))
+        self._start_watchdog()
+        for connection in connections:
+            self._send(connection, time.perf_counter())
+
+    def start_open(self, rate_per_s: float, poisson: bool, seed: int) -> None:
+        """Start the arrival schedule at ``rate_per_s`` (exponential gaps when ``poisson``)."""
+        if rate_per_s <= 0:
+            raise ValueError(f"rate is {rate_per_s} requests/s, expected > 0")
+        self.issuing = True
+        self._start_watchdog()
+        self._spawn(self._schedule(rate_per_s, poisson, seed))
+
+    def measure(self, duration_s: float, max_requests: int, min_answers: int = 0) -> None:
+        """End the warm-up now: requests scheduled from here on count, until ``duration_s`` or ``max_requests``.
+
+        With ``min_answers`` (closed loops), the window closes only once that many answers arrived in it (at most
+        the request timeout past ``duration_s``), and then just after an answer, not at an arbitrary instant: a
+        batching server answers in bursts, and a window that cut a round in two would miscount the rate by up to
+        a whole burst. The warm-up also ends on an answer, so the window holds whole rounds.
+        """
+        self.measure_from = time.perf_counter()
+        self.max_requests = max_requests
+        self._min_answers = min_answers
+        self._finish_by = self.measure_from + duration_s + 2 * self.timeout_s + 2.0
+        self._cpu_from = time.process_time()
+        loop = asyncio.get_running_loop()
+        loop.call_later(duration_s, self._stop_issuing)
+        loop.call_later(duration_s + self.timeout_s, self._close_window)
+
+    async def warm_up(self, seconds: float, answers: int) -> None:
+        """Wait ``seconds``, and then until ``answers`` requests have come back (at most the request timeout).
+
+        A closed loop is in its steady state only once every user has had an answer: with 64 users on a model
+        taking 1.5 s per round, a fixed short warm-up would end before the first answer.
+        """
+        await asyncio.sleep(seconds)
+        self._answers_wanted = answers
+        if self._answers < answers:
+            self._warm.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._warm.wait(), self.timeout_s)
+
+    async def finish(self) -> StepResult:
+        """Wait until issuing stopped and every measured request was answered or timed out; close everything."""
+        # The watchdog fails every request older than the timeout, so the drain ends by then; the bound is a backstop.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drained.wait(), max(0.0, self._finish_by - time.perf_counter()))
+        result = self.result
+        stuck = [c.scheduled_at for c in self._connections if c.busy] + list(self._backlog)
+        result.outcomes["unfinished"] += sum(1 for scheduled in stuck if scheduled >= self.measure_from)
+        if not result.outcomes["unfinished"]:
+            del result.outcomes["unfinished"]
+        result.cpu_s = time.process_time() - self._cpu_from
+        result.window_s = max(self._window_end - self.measure_from, 1e-9)
+        result.span_s = max(time.perf_counter() - self.measure_from, result.window_s)
+        result.connections = len(self._connections)
+        for task in self._tasks:
+            task.cancel()
+        for connection in list(self._connections):
+            connection.close()
+        return result
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight + len(self._backlog)
+
+    # --- internals ------------------------------------------------------------------------------------
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _start_watchdog(self) -> None:
+        self._spawn(self._watchdog())
+
+    async def _connect(self) -> Connection:
+        connection = await asyncio.wait_for(open_connection(self.endpoint, self._on_done), self.timeout_s)
+        self._connections.add(connection)
+        return connection
+
+    def _stop_issuing(self) -> None:
+        if self._min_answers == 0:
+            self._close_window()
+        else:
+            self._window_wants_answers = True
+
+    def _close_window(self) -> None:
+        if self.issuing:
+            self.issuing = False
+            self._window_end = time.perf_counter()
+        self._check_drained()
+
+    def _check_drained(self) -> None:
+        if not self.issuing and self._inflight == 0 and not self._backlog and self._opening == 0:
+            self._drained.set()
+
+    def _send(self, connection: Connection, scheduled: float) -> None:
+        now = time.perf_counter()
+        self._inflight += 1  # before the window may close below, so the drain check counts this request
+        if scheduled >= self.measure_from:
+            result = self.result
+            result.sent += 1
+            lag = now - scheduled
+            result.lag_sum_s += lag
+            result.lag_max_s = max(result.lag_max_s, lag)
+            if result.sent >= self.max_requests:
+                self._close_window()
+        request = self.requests[self._next_request]
+        self._next_request = (self._next_request + 1) % len(self.requests)
+        connection.send(request, scheduled, now)
+
+    def _record(self, scheduled: float, status: int, error: str | None, now: float) -> None:
+        self._answers += 1
+        if self._answers >= self._answers_wanted:
+            self._warm.set()
+        ok = error is None and 200 <= status < 300
+        result = self.result
+        if self.measure_from <= now <= self._window_end:
+            self._window_answers += 1
+            result.window_ok += ok
+            if self._window_wants_answers and self._window_answers >= self._min_answers:
+                # Close a moment after this answer, so the rest of its batch (answered within microseconds to
+                # a few ms of it) is counted too: 2 ms, or 5 % of the mean latency when rounds are long.
+                self._window_wants_answers = False
+                mean_latency = sum(result.latencies_s) / len(result.latencies_s) if result.latencies_s else 0.0
+                asyncio.get_running_loop().call_later(max(0.002, 0.05 * mean_latency), self._close_window)
+        if scheduled < self.measure_from:
+            return
+        result.outcomes[error or str(status)] += 1
+        if ok:
+            result.latencies_s.append(now - scheduled)
+
+    def _on_done(self, connection: Connection, status: int, error: str | None) -> None:
+        now = time.perf_counter()
+        self._inflight -= 1
+        self._record(connection.scheduled_at, status, error, now)
+        if not connection.alive:
+            self._connections.discard(connection)
+            if self.closed_loop and self.issuing:
+                self._opening += 1
+                self._spawn(self._reconnect())
+        elif self.closed_loop:
+            if self.issuing:
+                self._send(connection, now)
+        elif self._backlog:
+            self._send(connection, self._backlog.popleft())
+        else:
+            self._idle.append(connection)
+        self._check_drained()
+
+    async def _reconnect(self) -> None:
+        """A closed-loop user whose connection died opens a new one (pausing after a refusal) and goes on."""
+        try:
+            while self.issuing:
+                scheduled = time.perf_counter()
+                try:
+                    connection = await self._connect()
+                except OSError:
+                    self._record(scheduled, 0, "connect_failed", time.perf_counter())
+                    await asyncio.sleep(_RECONNECT_PAUSE_S)
+                    continue
+                if self.issuing:
+                    self._send(connection, time.perf_counter())
+                return
+        finally:
+            self._opening -= 1
+            self._check_drained()
+
+    def _submit(self, scheduled: float) -> None:
+        """Open loop: send a due request on an idle connection, a new one, or queue it in the backlog."""
+        if self._idle:
+            self._send(self._idle.pop(), scheduled)
+        elif len(self._connections) + self._opening < self.max_connections:
+            self._opening += 1
+            self._spawn(self._open_and_send(scheduled))
+        else:
+            self._backlog.append(scheduled)
+            self.result.max_backlog = max(self.result.max_backlog, len(self._backlog))
+
+    async def _open_and_send(self, scheduled: float) -> None:
+        try:
+            connection = await self._connect()
+        except OSError:
+            self._record(scheduled, 0, "connect_failed", time.perf_counter())
+        else:
+            self._send(connection, scheduled)
+        finally:
+            self._opening -= 1
+            self._check_drained()
+
+    async def _schedule(self, rate_per_s: float, poisson: bool, seed: int) -> None:
+        """Issue requests at their scheduled times; late wake-ups send every request already due at once."""
+        gaps = random.Random(seed)
+        mean_gap = 1.0 / rate_per_s
+        due = time.perf_counter()
+        while self.issuing:
+            now = time.perf_counter()
+            while due <= now and self.issuing:
+                self._submit(due)
+                due += gaps.expovariate(rate_per_s) if poisson else mean_gap
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        self._check_drained()
+
+    async def _watchdog(self) -> None:
+        """Fail requests (sent or still in the backlog) older than the timeout."""
+        while True:
+            await asyncio.sleep(_WATCHDOG_PERIOD_S)
+            now = time.perf_counter()
+            for connection in list(self._connections):
+                if connection.busy and now - connection.scheduled_at > self.timeout_s:
+                    connection.fail("timeout")
+            while self._backlog and now - self._backlog[0] > self.timeout_s:
+                self._record(self._backlog.popleft(), 0, "timeout", now)
+            self._check_drained()

@@ -1,0 +1,176 @@
+"""Runs a sweep: for each load level, warm up, scrape /metrics, measure, drain, scrape again, summarise.
+
+``run_sweep(plan)`` is the harness as a library (the CLI and the benchmark suite call it); it returns the JSON
+report as a dict. A live progress line goes to stderr while a step runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import uvloop
+
+from loadtest import __version__
+from loadtest.generators import Driver
+from loadtest.http import Endpoint, exchange, get
+from loadtest.payloads import Workload
+from loadtest.prom import Snapshot, parse, server_view
+from loadtest.report import summarise
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything one sweep needs. ``loads`` are concurrencies (closed loop) or requests/s (open loop)."""
+
+    endpoint: Endpoint
+    model: str
+    workload: Workload
+    mode: Literal["closed", "open"]
+    loads: tuple[float, ...]
+    arrival: Literal["poisson", "constant"] = "poisson"
+    duration_s: float = 10.0
+    max_requests: int = 100_000
+    warmup_s: float = 1.0
+    timeout_s: float = 30.0
+    max_connections: int = 1024
+    metrics_path: str | None = "/metrics"
+    server_pid: int | None = None
+    seed: int = 0
+    progress: bool = True
+
+
+async def probe(plan: Plan) -> None:
+    """Send one request of the workload first, so a wrong model, shape or token fails fast with the server's reason.
+
+    Raises:
+        RuntimeError: the server answered with a non-2xx status (its body is quoted).
+        OSError: nothing listens at the endpoint.
+    """
+    status, body = await exchange(plan.endpoint, plan.workload.requests[0], plan.timeout_s)
+    if not 200 <= status < 300:
+        reason = body[:500].decode(errors="replace")
+        raise RuntimeError(f"probe request to {plan.endpoint.url} answered {status}, expected 2xx: {reason}")
+
+
+async def _scrape(plan: Plan) -> tuple[Snapshot | None, str | None]:
+    if plan.metrics_path is None:
+        return None, None
+    try:
+        status, body = await get(plan.endpoint, plan.metrics_path, plan.timeout_s)
+        if status != 200:
+            return None, f"GET {plan.metrics_path} answered {status}"
+        return parse(body.decode(), plan.model), None
+    except (OSError, ValueError) as err:
+        return None, f"GET {plan.metrics_path} failed: {err}"
+
+
+def _server_cpu_s(pid: int | None) -> float | None:
+    """CPU seconds of the server process and its children (uvicorn workers), or None when not local/known."""
+    if pid is None:
+        return None
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        total = sum(process.cpu_times()[:2])
+        for child in process.children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += sum(child.cpu_times()[:2])
+        return total
+    except psutil.NoSuchProcess:
+        return None
+
+
+async def _progress(driver: Driver, label: str, plan: Plan) -> None:
+    """A live status line on stderr (rewritten in place on a terminal, one line per 5 s otherwise)."""
+    tty = sys.stderr.isatty()
+    period = 0.5 if tty else 5.0
+    started = time.perf_counter()
+    while True:
+        await asyncio.sleep(period)
+        result = driver.result
+        elapsed = time.perf_counter() - started
+        phase = "warm-up" if driver.measure_from > time.perf_counter() else "measuring"
+        rate = result.ok / max(time.perf_counter() - driver.measure_from, 1e-9) if phase == "measuring" else 0.0
+        line = (
+            f"[{label}] {phase} {elapsed:5.1f}s  ok {result.ok:,}  errors {result.completed - result.ok:,}  "
+            f"{rate:,.0f} req/s  in flight {driver.inflight}"
+        )
+        sys.stderr.write(f"\r{line:<100}" if tty else line + "\n")
+        sys.stderr.flush()
+
+
+def _label(plan: Plan, load: float) -> str:
+    return f"concurrency {load:g}" if plan.mode == "closed" else f"{load:g} req/s {plan.arrival}"
+
+
+async def run_step(plan: Plan, load: float) -> dict[str, Any]:
+    """Warm up, measure one load level within the plan's bounds, and report it with the server's view."""
+    driver = Driver(plan.endpoint, plan.workload, plan.timeout_s, plan.max_connections)
+    label = _label(plan, load)
+    if plan.mode == "closed":
+        if load < 1 or load != int(load):
+            raise ValueError(f"concurrency {load} is not a whole number >= 1")
+        await driver.start_closed(int(load))
+    else:
+        driver.start_open(load, plan.arrival == "poisson", plan.seed)
+    ticker = asyncio.get_running_loop().create_task(_progress(driver, label, plan)) if plan.progress else None
+    try:
+        await driver.warm_up(plan.warmup_s, int(load) if plan.mode == "closed" else 0)
+        before, problem = await _scrape(plan)
+        cpu_before = _server_cpu_s(plan.server_pid)
+        driver.measure(plan.duration_s, plan.max_requests, int(load) if plan.mode == "closed" else 0)
+        result = await driver.finish()
+        cpu_after = _server_cpu_s(plan.server_pid)
+        after, problem_after = await _scrape(plan)
+    finally:
+        if ticker is not None:
+            ticker.cancel()
+            sys.stderr.write("\n" if sys.stderr.isatty() else "")
+    step = summarise(plan, load, result)
+    if before is not None and after is not None:
+        try:
+            step["server"] = server_view(before, after)
+        except ValueError as err:
+            step["warnings"].append(str(err))
+    elif problem or problem_after:
+        step["warnings"].append(f"no server-side view: {problem or problem_after}")
+    if cpu_before is not None and cpu_after is not None:
+        step["server_process"] = {
+            "pid": plan.server_pid,
+            "cpu_percent": 100 * (cpu_after - cpu_before) / result.span_s,
+        }
+    return step
+
+
+async def run_sweep_async(plan: Plan) -> dict[str, Any]:
+    """Probe once, then run every load level in order; returns the JSON report."""
+    await probe(plan)
+    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    steps = [await run_step(plan, load) for load in plan.loads]
+    settings = {k: v for k, v in asdict(plan).items() if k not in ("endpoint", "workload", "loads", "progress")}
+    return {
+        "tool": "cnnserve loadtest",
+        "version": __version__,
+        "started_at": started,
+        "target": {
+            "url": plan.endpoint.url,
+            "model": plan.model,
+            "workload": plan.workload.description,
+            "images_per_request": plan.workload.images_per_request,
+            "body_bytes": plan.workload.body_bytes,
+        },
+        "settings": settings,
+        "steps": steps,
+    }
+
+
+def run_sweep(plan: Plan) -> dict[str, Any]:
+    """``run_sweep_async`` on a fresh uvloop event loop."""
+    return uvloop.run(run_sweep_async(plan))

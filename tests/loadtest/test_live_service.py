@@ -1,0 +1,123 @@
+"""The harness against a real ``python -m service`` serving the committed default model (a few seconds)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from loadtest.http import Endpoint
+from loadtest.payloads import v2_workload
+from loadtest.runner import Plan, run_sweep
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MODEL = "lenet5_digits"
+METADATA = {
+    "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 1, 32, 32]}],
+    "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}],
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """``python -m service`` on the repository's own models/, on a free port; stopped by PID."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("service") / "service.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CNNSERVE_")}
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), "--models", MODEL],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, f"service exited during startup:\n{log.read_text()[-2000:]}"
+            assert time.monotonic() < deadline, f"service not ready in 60 s:\n{log.read_text()[-2000:]}"
+            try:
+                with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1) as answer:
+                    if answer.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.1)
+        yield url, process.pid
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def test_closed_loop_sweep_reports_client_and_server_views(service: tuple[str, int]) -> None:
+    url, pid = service
+    endpoint = Endpoint.from_url(url)
+    plan = Plan(
+        endpoint,
+        MODEL,
+        v2_workload(endpoint, MODEL, METADATA),
+        "closed",
+        (1, 8),
+        duration_s=1.0,
+        max_requests=2_000,
+        warmup_s=0.3,
+        timeout_s=10.0,
+        server_pid=pid,
+        progress=False,
+    )
+    report = run_sweep(plan)
+    assert [s["load"] for s in report["steps"]] == [{"concurrency": 1}, {"concurrency": 8}]
+    for step in report["steps"]:
+        assert step["errors"] == {}, step
+        assert step["throughput_rps"] > 0
+        assert 0 < step["ok"] <= 2_000
+        assert 0 < step["latency_ms"]["p50"] <= step["latency_ms"]["p99"] <= step["latency_ms"]["max"]
+        server = step["server"]
+        assert server["source"] == "cnnserve histograms"
+        assert server["mean_batch_size"] >= 1.0
+        # The server counted what the client measured, give or take the requests crossing the step's edges
+        # while /metrics was being scraped under load (up to the concurrency, plus the scrape's own duration).
+        assert abs(server["requests"] - step["ok"]) <= 8 + 0.05 * step["ok"]
+        assert server["compute_ms"]["p50"] > 0
+        assert step["server_process"]["cpu_percent"] > 0
+    assert report["steps"][0]["server"]["mean_batch_size"] == pytest.approx(1.0)  # one user: nothing to batch
+
+
+def test_cli_rest_target_writes_the_json_report(service: tuple[str, int], tmp_path: Path) -> None:
+    url, _ = service
+    command = [
+        sys.executable, "-m", "loadtest", "--url", url, "--model", MODEL, "--target", "rest",
+        "--images", str(REPO_ROOT / "samples" / "digits"), "--rate", "100", "--duration", "1", "--warmup", "0.2",
+        "--requests", "500", "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png"), "--quiet",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    (step,) = report["steps"]
+    assert step["load"] == {"rate_per_s": 100.0, "arrival": "poisson"}
+    assert step["errors"] == {}
+    assert 50 <= step["ok"] <= 160  # Poisson(100) over 1 s
+    assert step["server"]["preprocess_ms"]["p50"] > 0  # images were decoded server-side
+    assert "100/s poisson" in done.stdout
+    assert (tmp_path / "r.png").stat().st_size > 10_000

@@ -1,0 +1,119 @@
+"""Reports: a step's summary from raw results, the table, JSON round trip, the PNG, and the CLI around them."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+
+from loadtest.cli import main
+from loadtest.generators import StepResult
+from loadtest.http import Endpoint
+from loadtest.payloads import Workload
+from loadtest.plot import plot
+from loadtest.report import read_json, summarise, table, write_json
+from loadtest.runner import Plan
+
+WORKLOAD = Workload("v2 binary tensors, 4 row(s)/request", (b"",), 4, 1000)
+
+
+def _plan(mode: Literal["closed", "open"] = "closed") -> Plan:
+    return Plan(Endpoint("127.0.0.1", 1), "m", WORKLOAD, mode, (1.0, 8.0))
+
+
+def _result(latencies_ms: list[float], errors: dict[str, int], cpu_s: float = 0.1) -> StepResult:
+    outcomes = Counter({"200": len(latencies_ms), **errors})
+    n = len(latencies_ms)
+    return StepResult([v / 1e3 for v in latencies_ms], outcomes, 2.0, n, span_s=2.0, cpu_s=cpu_s, sent=n)
+
+
+def _report() -> dict[str, Any]:
+    plan = _plan()
+    steps = [
+        summarise(plan, 1, _result([1.0, 2.0, 3.0, 4.0], {})),
+        summarise(plan, 8, _result([5.0] * 99 + [50.0], {"429": 3, "timeout": 1}, cpu_s=1.95)),
+    ]
+    steps[1]["server"] = {"mean_batch_size": 7.5, "queue_ms": {"p50": 0.4, "p99": 2.0}, "compute_ms": {"mean": 3.0}}
+    return {"target": {"url": "http://127.0.0.1:1", "model": "m", "workload": WORKLOAD.description}, "steps": steps}
+
+
+def test_summary_counts_images_errors_and_generator_cpu() -> None:
+    step = _report()["steps"][1]
+    assert step["ok"] == 100
+    assert step["requests"] == 104
+    assert step["errors"] == {"429": 3, "timeout": 1}
+    assert step["throughput_rps"] == pytest.approx(50.0)
+    assert step["images_per_s"] == pytest.approx(200.0)  # 4 rows per request
+    assert step["latency_ms"]["p99"] == pytest.approx(5.0)
+    assert step["latency_ms"]["max"] == pytest.approx(50.0)
+    assert step["generator"]["cpu_percent"] == pytest.approx(97.5)
+    assert any("bottleneck" in w for w in step["warnings"])
+    assert _report()["steps"][0]["warnings"] == []
+
+
+def test_open_loop_lag_is_reported_and_warned() -> None:
+    result = _result([10.0], {})
+    result.lag_sum_s, result.lag_max_s = 0.05, 0.05
+    step = summarise(_plan("open"), 100.0, result)
+    assert step["load"] == {"rate_per_s": 100.0, "arrival": "poisson"}
+    assert step["generator"]["send_lag_ms"] == {"mean": pytest.approx(50.0), "max": pytest.approx(50.0)}
+    assert any("after their scheduled time" in w for w in step["warnings"])
+
+
+def test_table_has_a_row_per_step_and_lists_warnings() -> None:
+    text = table(_report())
+    lines = text.splitlines()
+    assert lines[0] == "http://127.0.0.1:1  model m  v2 binary tensors, 4 row(s)/request"
+    assert lines[1].split()[:4] == ["load", "req/s", "img/s", "p50"]
+    assert lines[2].startswith("c=1 ")
+    assert "429: 3, timeout: 1" in lines[3]
+    assert "7.50" in lines[3]
+    assert "0.40/2.00" in lines[3]
+    assert "mean 3.00" in lines[3]
+    assert lines[3].rstrip().endswith("98%")
+    assert lines[4].startswith("warning (c=8): the load generator used 98% of a core")
+
+
+def test_json_round_trip_plot_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report = _report()
+    write_json(report, tmp_path / "out" / "r.json")
+    assert read_json(tmp_path / "out" / "r.json") == report
+    plot(report, tmp_path / "r.png")
+    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["--show", str(tmp_path / "out" / "r.json"), "--plot", str(tmp_path / "again.png")]) == 0
+    assert table(report) in capsys.readouterr().out
+    assert (tmp_path / "again.png").stat().st_size > 10_000
+
+
+def test_reading_something_else_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "x.json").write_text('{"a": 1}')
+    with pytest.raises(ValueError, match="not a loadtest JSON report"):
+        read_json(tmp_path / "x.json")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--concurrency", "1,x"], "not a comma-separated list"),
+        (["--concurrency", "0"], "numbers > 0"),
+        (["--concurrency", "1.5"], "whole numbers"),
+        (["--rate", "10", "--concurrency", "4"], "not allowed with"),
+        (["--duration", "0"], "--duration is 0.0"),
+        (["--generate", "224"], "WIDTHxHEIGHT"),
+        (["--images", "x"], "apply to --target rest"),
+    ],
+)
+def test_bad_flags_exit_2_with_the_reason(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unreachable_server_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--url", "http://127.0.0.1:9", "--duration", "1", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("loadtest: ")
+    assert len(err.strip().splitlines()) == 1
