@@ -171,3 +171,19 @@ def test_report_is_plain_json(exported: tuple[Path, nn.Module]) -> None:
     raw = json.loads((out / "lenet/config.json").read_text())
     assert raw["platform"] == "onnxruntime_onnx"
     assert raw["versions"]["1"]["export_report"]["opset"] == 18
+
+
+def test_graph_with_an_ir_version_onnxruntime_cannot_read_is_named(exported: tuple[Path, nn.Module]) -> None:
+    import onnx
+
+    from export.validate import load_session
+
+    out, _ = exported
+    graph = onnx.load(str(out / "lenet/1/model.onnx"))
+    graph.ir_version = 99  # what a too-new onnx release would write
+    too_new = out.parent / "too_new.onnx"
+    onnx.save(graph, str(too_new))
+    with pytest.raises(
+        ExportError, match=r"\[onnxruntime-load\] onnxruntime 1\.\d+\.\d+ cannot load the graph \(IR version 99\)"
+    ):
+        load_session(too_new)
