@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from bench import servers
 from loadtest.http import Endpoint
 from loadtest.payloads import v2_workload
 from loadtest.runner import Plan, run_sweep
@@ -28,46 +23,15 @@ METADATA = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     """``python -m service`` on the repository's own models/, on a free port; stopped by PID."""
-    port = _free_port()
     log = tmp_path_factory.mktemp("service") / "service.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CNNSERVE_")}
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), "--models", MODEL],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
+    server = servers.service(REPO_ROOT / "models", MODEL, {}, log, cpus=None)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, f"service exited during startup:\n{log.read_text()[-2000:]}"
-            assert time.monotonic() < deadline, f"service not ready in 60 s:\n{log.read_text()[-2000:]}"
-            try:
-                with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1) as answer:
-                    if answer.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.1)
-        yield url, process.pid
+        yield server.url, server.process.pid
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        server.stop()
 
 
 def test_closed_loop_sweep_reports_client_and_server_views(service: tuple[str, int]) -> None:
