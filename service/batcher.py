@@ -94,14 +94,24 @@ class Batcher:
         policy: Size, delay, queue and inline bounds.
         observer: Told about every executed batch.
         name: Used in thread names and messages.
+        run_inline: Executes the batches run on the event loop instead, when the runner has a cheaper way for
+            them (``ModelRunner.run_inline``); ``run_batch`` by default.
     """
 
-    def __init__(self, run_batch: RunBatch, policy: BatchPolicy, observer: BatchObserver, name: str) -> None:
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        policy: BatchPolicy,
+        observer: BatchObserver,
+        name: str,
+        run_inline: RunBatch | None = None,
+    ) -> None:
         if policy.max_batch_size < 1 or policy.instances < 1 or policy.max_queue_size < 1:
             raise ValueError(f"batch policy for '{name}' needs sizes >= 1, got {policy}")
         self.policy = policy
         self.name = name
         self._run_batch = run_batch
+        self._run_inline = run_inline or run_batch
         self._observer = observer
         self._queue: deque[_Pending] = deque()
         self._live = 0  # queued requests whose callers still wait
@@ -290,7 +300,8 @@ class Batcher:
         waits = tuple(now - item.enqueued for item in items)
         if self._inline(rows):
             try:
-                results = self._run(instance, [item.inputs for item in items], [item.rows for item in items])
+                inputs = [item.inputs for item in items]
+                results = self._run(instance, inputs, [item.rows for item in items], self._run_inline)
             except Exception as err:
                 self._fail(items, rows, err)
             else:
@@ -307,7 +318,12 @@ class Batcher:
     ) -> None:
         try:
             results = await loop.run_in_executor(
-                self._executor, self._run, instance, [item.inputs for item in items], [item.rows for item in items]
+                self._executor,
+                self._run,
+                instance,
+                [item.inputs for item in items],
+                [item.rows for item in items],
+                self._run_batch,
             )
         except Exception as err:
             self._fail(items, rows, err)
@@ -323,7 +339,7 @@ class Batcher:
         """The idle fast path: run one request on the event loop, no queue, no collector, no thread hop."""
         instance = self._free.popleft()
         try:
-            results = self._run(instance, [inputs], [rows])
+            results = self._run(instance, [inputs], [rows], self._run_inline)
         except Exception:
             logger.exception("model '%s': request of %d rows failed", self.name, rows)
             raise
@@ -332,12 +348,14 @@ class Batcher:
         self._record(rows, (0.0,), results)
         return results[0][0]
 
-    def _run(self, instance: int, inputs: list[Tensors], rows: list[int]) -> tuple[list[Tensors], float, float, float]:
-        """Merge, run, split; returns each request's outputs and the three phase times."""
+    def _run(
+        self, instance: int, inputs: list[Tensors], rows: list[int], run_batch: RunBatch
+    ) -> tuple[list[Tensors], float, float, float]:
+        """Merge, run (with ``run_batch``), split; returns each request's outputs and the three phase times."""
         t0 = time.perf_counter()
         merged = merge_inputs(inputs)
         t1 = time.perf_counter()
-        outputs = self._run_batch(instance, merged)
+        outputs = run_batch(instance, merged)
         t2 = time.perf_counter()
         pieces: list[Tensors] = list(split_outputs(outputs, rows))
         return pieces, t1 - t0, t2 - t1, time.perf_counter() - t2

@@ -8,7 +8,9 @@ its built-in antialiasing), so the only difference from torchvision is float rou
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +28,13 @@ _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
 }
 _JPEG_MAGIC = b"\xff\xd8"
+#: Pillow images freed to a cache of this many memory blocks instead of back to the C allocator, unless the operator
+#: set ``PILLOW_BLOCKS_MAX``. Uncached, every decoded or resized image was fresh memory from the kernel: about 250
+#: page faults an image, a third of the preprocessing time for 224×224 JPEGs. Blocks are at most 16 MiB.
+_PILLOW_BLOCKS_MAX = 8
+
+if "PILLOW_BLOCKS_MAX" not in os.environ:
+    Image.core.set_blocks_max(_PILLOW_BLOCKS_MAX)
 
 
 class ImageError(ValueError):
@@ -123,22 +132,42 @@ def _crop_origin(size: int, crop: int) -> int:
     return int(round((size - crop) / 2.0))
 
 
+def _axis_plan(size: int, new: int, crop: int) -> tuple[float, float, int, int]:
+    """One axis of the resize: ``(box start, box end, resized length, crop offset left to do)`` in source pixels.
+
+    Pillow samples output pixel ``i`` at source ``start + (i + 0.5) * scale``; resizing only the crop window gives
+    the pixels of the full resize exactly when those products are exact in floating point, which holds when the
+    scale ``size / new`` is a dyadic fraction (224→256, or any side resized to a power of two). Otherwise the axis
+    is resized whole and cropped after, as torchvision does.
+    """
+    offset = _crop_origin(new, crop)
+    scale = Fraction(size, new)
+    exact = scale.denominator & (scale.denominator - 1) == 0 and scale.denominator <= 1 << 20
+    if size != new and exact and offset >= 0 and offset + crop <= new:
+        return float(offset * scale), float((offset + crop) * scale), crop, 0
+    return 0.0, float(size), new, offset
+
+
 def transform(image: Image.Image, pipe: Pipeline) -> npt.NDArray[np.float32]:
     """Resize the shorter side to ``pipe.resize``, centre-crop, and normalise into a ``(C, H, W)`` float32 array."""
     width, height = image.size
     short, long = (width, height) if width <= height else (height, width)
     new_short, new_long = pipe.resize, int(pipe.resize * long / short)
     new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
-    if (new_w, new_h) != (width, height):
-        image = image.resize((new_w, new_h), pipe.resample)
     crop_h, crop_w = pipe.crop
-    top, left = _crop_origin(new_h, crop_h), _crop_origin(new_w, crop_w)
-    if (top, left, crop_h, crop_w) != (0, 0, new_h, new_w):
+    x0, x1, out_w, left = _axis_plan(width, new_w, crop_w)
+    y0, y1, out_h, top = _axis_plan(height, new_h, crop_h)
+    if (new_w, new_h) != (width, height):
+        image = image.resize((out_w, out_h), pipe.resample, box=(x0, y0, x1, y1))
+    if (top, left, crop_h, crop_w) != (0, 0, out_h, out_w):
         image = image.crop((left, top, left + crop_w, top + crop_h))  # Pillow fills outside pixels with 0
     # Transposing the uint8 pixels into a contiguous CHW copy first makes the float arithmetic run on
-    # contiguous memory: four times faster than normalising through a strided view.
+    # contiguous memory: four times faster than normalising through a strided view. Converting to float32 first
+    # and scaling in place gives the same values as a mixed uint8 × float32 multiply, without numpy's casting
+    # buffers (a few per cent of the whole function).
     pixels = np.ascontiguousarray(np.asarray(image).reshape(crop_h, crop_w, -1).transpose(2, 0, 1))
-    out = np.multiply(pixels, pipe.scale, dtype=np.float32)
+    out = pixels.astype(np.float32)
+    out *= pipe.scale
     out += pipe.bias
     return out
 

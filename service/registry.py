@@ -237,6 +237,13 @@ class ModelRegistry:
         validate_graph(config, sessions[0])
         runner = ModelRunner(list(sessions), config, devices[0], device_id=self._providers.device_id)
         runs = runner.warm_up(config)
+        if devices[0] == "cpu" and threads > 1 and runner.batch_one_s(config) <= self.settings.inline_batch_us / 1e6:
+            # A model fast enough to run on the event loop gets single-threaded sessions for those runs.
+            one = session_options(1, self.settings.ort_allow_spinning)
+            runner.inline_sessions = [
+                create_session(path, config, providers, self._providers, one)[0] for _ in range(count)
+            ]
+            runs += runner.warm_up_inline(config)
         logger.info(
             "model '%s' version %s ready: %d instance(s) on %s (%s), %d ORT thread(s) each, "
             "%d warm-up runs, %.2f s",
@@ -259,7 +266,7 @@ class ModelRegistry:
         )
         batcher: Batcher  # bound below; the gauge reads it only at scrape time
         metrics = self._metrics.add_model(config.name, built.version, lambda: batcher.queued)
-        batcher = Batcher(built.runner, policy, metrics, name=config.name)
+        batcher = Batcher(built.runner, policy, metrics, name=config.name, run_inline=built.runner.run_inline)
         batcher.start()
         pipeline = Pipeline.from_config(config.preprocessing) if config.preprocessing else None
         return ServedModel(

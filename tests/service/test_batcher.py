@@ -338,3 +338,15 @@ async def test_a_burst_on_an_idle_fast_model_runs_its_first_request_at_once_and_
     assert [t.rows for t in recorder.timings] == [1, 1, 5]  # learner, the burst's first alone, the rest together
     assert model.threads[1:] == [threading.current_thread().name] * 2
     await batcher.stop()
+
+
+async def test_inline_batches_use_run_inline_and_threaded_ones_run_batch() -> None:
+    threaded, inline = FakeModel(), FakeModel()
+    batcher = Batcher(threaded, BatchPolicy(max_batch_size=4, inline_max_s=1.0), Recorder(), "fake", run_inline=inline)
+    batcher.start()
+    await submit(batcher, 1.0)  # no cost known yet: worker thread, run_batch
+    assert (await submit(batcher, 2.0))["y"][0, 0] == 20.0  # predicted fast: event loop, run_inline
+    assert threaded.rows_run() == [1.0]
+    assert inline.rows_run() == [2.0]
+    assert inline.threads == [threading.current_thread().name]
+    await batcher.stop()

@@ -105,3 +105,18 @@ async def test_load_request_config_override_must_name_the_same_model(tiny_reposi
     served = await registry.load("tiny", override=document | {"max_batch_size": 3})
     assert served.batcher.policy.max_batch_size == 3
     await registry.close()
+
+
+async def test_fast_cpu_models_get_single_threaded_inline_sessions(tiny_repository: Callable[..., Path]) -> None:
+    fast = make_registry(tiny_repository(), intra_op_threads=2)  # the tiny model runs far below 1 ms
+    await fast.load_startup()
+    runner = fast.get("tiny").runner
+    assert runner.inline_sessions is not None
+    assert len(runner.inline_sessions) == len(runner.sessions)
+    assert all(s.get_session_options().intra_op_num_threads == 1 for s in runner.inline_sessions)
+    await fast.close()
+    for settings in ({"intra_op_threads": 1}, {"intra_op_threads": 2, "inline_batch_us": 0}):
+        plain = make_registry(tiny_repository(), **settings)  # already one thread, or never inline
+        await plain.load_startup()
+        assert plain.get("tiny").runner.inline_sessions is None
+        await plain.close()

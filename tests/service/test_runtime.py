@@ -145,3 +145,18 @@ def test_an_unusable_gpu_falls_back_to_cpu_with_one_clear_warning(
     _, device = create_session(path, config(), choose_providers(config(), prefs), prefs, session_options(1, False))
     assert device == "cpu"
     assert "CUDAExecutionProvider was requested but ONNX Runtime could not start it" in caplog.text
+
+
+def test_run_inline_uses_the_inline_sessions_with_the_same_results() -> None:
+    model = tiny_model_bytes()
+    cfg = config(max_batch_size=3)
+    plain = ModelRunner([session(model)], cfg, "cpu")
+    inline_session = session(model)
+    runner = ModelRunner([session(model)], cfg, "cpu", inline_sessions=[inline_session])
+    x = np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    expected = inline_session.run(None, {"input": x})[0]
+    np.testing.assert_allclose(runner.run_inline(0, {"input": x})["logits"], expected, rtol=1e-6)
+    np.testing.assert_allclose(plain.run_inline(0, {"input": x})["logits"], expected, rtol=1e-6)  # falls back
+    assert runner.warm_up_inline(cfg) == 3
+    assert plain.warm_up_inline(cfg) == 0
+    assert runner.batch_one_s(cfg) > 0
