@@ -36,6 +36,15 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def address(self) -> str:
+        """``host:port`` as tritonclient wants it."""
+        return f"127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        """Everything the process printed so far."""
+        return self.log_path.read_text(errors="replace")
+
     def stop(self, timeout_s: float = 30.0) -> int:
         """SIGTERM and wait; SIGKILL if it does not exit in ``timeout_s``. Returns the exit code."""
         if self.process.poll() is None:

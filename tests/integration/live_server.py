@@ -1,70 +1,26 @@
 """A real ``python -m service`` subprocess for integration tests, and the references its answers must equal.
 
-``start_server`` launches one on a free 127.0.0.1 port, polls readiness within a bounded time, and is stopped by
-PID (SIGTERM, then SIGKILL). ``Reference`` runs the repository's model files in ONNX Runtime directly.
+``start_server`` launches one through ``bench.servers`` (the one launcher: a free 127.0.0.1 port, readiness polled
+within a bounded time, stopped by PID with SIGTERM, then SIGKILL). ``Reference`` runs the repository's model files
+in ONNX Runtime directly.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.servers import Server, start
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-STARTUP_TIMEOUT_S = 90.0
 #: Settings of the shared server: small limits so the error paths are cheap to reach.
 MAX_BODY_BYTES = 2 * 2**20
 MAX_IMAGE_PIXELS = 4_000_000
-
-
-@dataclass
-class Server:
-    """A running service process."""
-
-    process: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-    repository: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def address(self) -> str:
-        """``host:port`` as tritonclient wants it."""
-        return f"127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout_s: float = 30.0) -> int:
-        """SIGTERM, wait for the graceful exit, SIGKILL if it does not come; returns the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout_s)
-        return self.process.returncode
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_server(repository: Path | None, log_path: Path, *flags: str, **settings: str) -> Server:
@@ -72,27 +28,14 @@ def start_server(repository: Path | None, log_path: Path, *flags: str, **setting
 
     ``repository=None`` leaves the flag out, so the service serves its default repository (the repo's models/).
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CNNSERVE_")}
-    env.update({f"CNNSERVE_{key.upper()}": value for key, value in settings.items()})
-    port = free_port()
-    command = [sys.executable, "-m", "service", "--port", str(port), *flags]
+    command = [sys.executable, "-m", "service", "--port", "{port}", *flags]
     if repository is not None:
         command += ["--repository", str(repository)]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    server = Server(process, port, log_path, repository or REPO_ROOT / "models")
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"service exited with {process.returncode} during startup:\n{server.log()[-3000:]}")
-        try:
-            if httpx.get(f"{server.url}/v2/health/ready", timeout=1.0).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    server.stop()
-    pytest.fail(f"service not ready after {STARTUP_TIMEOUT_S} s:\n{server.log()[-3000:]}")
+    env = {f"CNNSERVE_{key.upper()}": value for key, value in settings.items()}
+    try:
+        return start("service", command, env, "/v2/health/ready", log_path, cpus=None)
+    except RuntimeError as err:  # startup failed: the message quotes the log's tail
+        pytest.fail(str(err))
 
 
 class Reference:

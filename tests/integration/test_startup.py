@@ -11,7 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from live_server import REPO_ROOT, free_port, start_server
+from live_server import REPO_ROOT, start_server
+
+from bench.servers import free_port
 
 SAMPLES = REPO_ROOT / "samples" / "digits"
 
