@@ -60,15 +60,17 @@ def stats(server: Server) -> dict:
     return response.json()["model_stats"][0]
 
 
-async def in_flight(client: httpx.AsyncClient, count: int, timeout_s: float = 20.0) -> None:
-    """Wait (bounded) until the server reports ``count`` small_cnn requests in flight."""
+async def in_flight(
+    client: httpx.AsyncClient, count: int, gauge: str = "cnnserve_inflight_requests", timeout_s: float = 20.0
+) -> None:
+    """Wait (bounded) until the server's ``gauge`` for small_cnn reads at least ``count`` (in flight, or queued)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         text = (await client.get("/metrics")).text
-        if metric_value(text, "cnnserve_inflight_requests", model="small_cnn") >= count:
+        if metric_value(text, gauge, model="small_cnn") >= count:
             return
         await asyncio.sleep(0.005)
-    pytest.fail(f"{count} requests never were in flight together")
+    pytest.fail(f"{gauge} never reached {count}")
 
 
 def jpeg() -> bytes:
@@ -129,8 +131,9 @@ def test_queued_work_of_a_disconnected_client_is_dropped(slow: Server) -> None:
         async with httpx.AsyncClient(base_url=slow.url, timeout=60) as client:
             backlog = [asyncio.ensure_future(infer(client, ROWS)) for _ in range(3)]
             await in_flight(client, 3)
+            await in_flight(client, 2, gauge="cnnserve_queue_depth")  # one backlog batch runs, two wait
             with raw_request(slow.port, 5):
-                await in_flight(client, 4)  # queued behind the backlog: now hang up
+                await in_flight(client, 3, gauge="cnnserve_queue_depth")  # queued behind the backlog: now hang up
             return list(await asyncio.gather(*backlog))
 
     assert [r.status_code for r in asyncio.run(scenario())] == [200, 200, 200]
