@@ -150,3 +150,17 @@ def test_help_lists_subcommands() -> None:
     done = subprocess.run([sys.executable, "-m", "export", "--help"], capture_output=True, text=True, check=True)
     for command in ("summary", "shape", "build", "train-digits", "list"):
         assert command in done.stdout
+
+
+def test_summary_piped_into_a_closed_reader_exits_quietly() -> None:
+    """``python -m export summary resnet152 --format json | head -c 100``: the early close is no error.
+
+    The JSON is far larger than a pipe's buffer, so the writer really meets the closed pipe.
+    """
+    with subprocess.Popen(["head", "-c", "100"], stdin=subprocess.PIPE, stdout=subprocess.PIPE) as reader:
+        command = [sys.executable, "-m", "export", "summary", "resnet152", "--format", "json"]
+        writer = subprocess.run(command, stdout=reader.stdin, stderr=subprocess.PIPE, check=False, timeout=120)
+        head = reader.communicate(timeout=60)[0]
+    assert head.startswith(b"{")
+    assert b"Traceback" not in writer.stderr, writer.stderr.decode()
+    assert writer.returncode == 0
