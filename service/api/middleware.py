@@ -12,7 +12,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import error_response
+from service.errors import Unauthorized, error_response, render
 from service.logs import REQUEST_ID
 
 logger = logging.getLogger(__name__)
@@ -77,13 +77,11 @@ class RequestContextMiddleware:
                 and not hmac.compare_digest(authorization, self.expected)
             ):
                 reason = "missing" if not authorization else "invalid"
-                response = error_response(
-                    401,
-                    "unauthorized",
+                denied = Unauthorized(
                     f"bearer token {reason}; send 'Authorization: Bearer <token>' (health and /metrics need none)",
-                    {"WWW-Authenticate": 'Bearer realm="cnnserve"'},
+                    headers={"WWW-Authenticate": 'Bearer realm="cnnserve"'},
                 )
-                await response(scope, receive, send_with_id)
+                await render(denied)(scope, receive, send_with_id)
             else:
                 await self.app(scope, receive, send_with_id)
         except Exception:
