@@ -32,13 +32,13 @@ async def _lean(endpoint: Endpoint, model: str, body: bytes, header: int, reques
         ok[0] += status == 200
         if left[0] > 0:
             left[0] -= 1
-            connection.send(request, 0.0, 0.0)
+            connection.send(request, 0.0)
         elif not any(c.busy for c in connections) and not done.done():
             done.set_result(None)
 
     connections = [await open_connection(endpoint, on_done) for _ in range(CONCURRENCY)]
     for connection in connections:
-        connection.send(request, 0.0, 0.0)
+        connection.send(request, 0.0)
     await done
     for connection in connections:
         connection.close()

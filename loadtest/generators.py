@@ -203,7 +203,7 @@ class Driver:
                 self._close_window()
         request = self.requests[self._next_request]
         self._next_request = (self._next_request + 1) % len(self.requests)
-        connection.send(request, scheduled, now)
+        connection.send(request, scheduled)
 
     def _record(self, scheduled: float, status: int, error: str | None, now: float) -> None:
         self._answers += 1

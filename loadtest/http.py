@@ -70,7 +70,6 @@ class Connection(asyncio.Protocol):
         self.body = bytearray()
         self.transport: asyncio.Transport | None = None
         self.busy = False
-        self.sent_at = 0.0  # when the current request was written (perf_counter)
         self.scheduled_at = 0.0  # when the current request was due (open loop: its slot in the schedule)
         self.alive = False
         self._parser = httptools.HttpResponseParser(self)
@@ -103,13 +102,12 @@ class Connection(asyncio.Protocol):
         self._finish(status, None)
 
     # client side
-    def send(self, request: bytes, scheduled_at: float, now: float) -> None:
+    def send(self, request: bytes, scheduled_at: float) -> None:
         """Write one pre-serialised request; ``on_done`` follows."""
         assert self.transport is not None, "send() before the connection opened"
         assert not self.busy, "send() on a connection still waiting for its answer"
         self.busy = True
         self.scheduled_at = scheduled_at
-        self.sent_at = now
         if self.keep_body:
             self.body.clear()
         self.transport.write(request)
@@ -156,7 +154,7 @@ async def exchange(endpoint: Endpoint, request: bytes, timeout_s: float = 10.0) 
 
     connection = await asyncio.wait_for(open_connection(endpoint, done, keep_body=True), timeout_s)
     try:
-        connection.send(request, 0.0, 0.0)
+        connection.send(request, 0.0)
         status, error = await asyncio.wait_for(answer, timeout_s)
     finally:
         connection.close()
