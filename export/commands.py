@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+from torch import nn
+
 from export.errors import ExportError
 from export.loading import import_factory_module, load_weights
 from export.pipeline import ExportSpec, build
@@ -75,11 +78,8 @@ def build_from_args(args: argparse.Namespace) -> str:
     return f"wrote {result.model_path} (max abs ORT-vs-PyTorch error {parity:.2e})"
 
 
-def _count_outputs(model: object, input_size: tuple[int, int, int]) -> int:
+def _count_outputs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
     """Classes the model really outputs, from a batch-1 forward pass (the shape check will re-verify)."""
-    import torch
-
-    assert isinstance(model, torch.nn.Module)
     model.eval()
     with torch.no_grad():
         out = model(torch.zeros(1, *input_size))
