@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from service import batch_policy as b
-from service.batcher import Arrival
+from service.batching import errors as b
+from service.batching.batcher import Arrival
 from service.errors import (
     BadRequest,
     ClientClosedRequest,

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.batch_policy import BatchPolicy
-from service.batcher import Batcher
+from service.batching.batcher import Batcher
+from service.batching.policy import BatchPolicy
 from service.errors import BadRequest, NotFound, ServiceUnavailable
 from service.metrics import Metrics, ModelMetrics
 from service.preprocess import Pipeline

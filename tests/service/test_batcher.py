@@ -10,17 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.batch_policy import (
-    BatcherStopped,
-    BatchPolicy,
-    BatchTiming,
-    BatchTooLarge,
-    ClientGone,
-    DeadlineExpired,
-    QueueFull,
-)
-from service.batcher import Batcher
-from service.merge import Tensors
+from service.batching.batcher import Batcher
+from service.batching.errors import BatcherStopped, BatchTooLarge, ClientGone, DeadlineExpired, QueueFull
+from service.batching.merge import Tensors
+from service.batching.policy import BatchPolicy, BatchTiming
 
 WAIT_S = 5.0  # upper bound on any single wait in these tests
 

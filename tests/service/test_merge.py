@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.merge import merge_inputs, split_outputs
+from service.batching.merge import merge_inputs, split_outputs
 
 
 def test_merge_then_split_restores_every_request() -> None:

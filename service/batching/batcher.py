@@ -18,18 +18,9 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from service.batch_policy import (
-    BatcherStopped,
-    BatchObserver,
-    BatchPolicy,
-    BatchTiming,
-    BatchTooLarge,
-    ClientGone,
-    DeadlineExpired,
-    QueueFull,
-    RunBatch,
-)
-from service.merge import Tensors, merge_inputs, split_outputs
+from service.batching.errors import BatcherStopped, BatchTooLarge, ClientGone, DeadlineExpired, QueueFull
+from service.batching.merge import Tensors, merge_inputs, split_outputs
+from service.batching.policy import BatchObserver, BatchPolicy, BatchTiming, RunBatch
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
-"""The batcher's vocabulary: its policy (Triton's ``dynamic_batching`` with units in the names), the timings it
-reports per batch, and the refusals the data plane turns into HTTP statuses. Nothing here knows HTTP or ONNX.
+"""The batcher's vocabulary: its policy (Triton's ``dynamic_batching`` with units in the names), the hook it runs
+batches with, and the timings it reports per batch. Nothing here knows HTTP or ONNX.
 """
 
 from __future__ import annotations
@@ -8,38 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from service.merge import Tensors
+from service.batching.merge import Tensors
 
 #: ``run_batch(instance_index, merged_inputs) -> outputs``; instance ``i`` is never called concurrently.
 RunBatch = Callable[[int, Tensors], Tensors]
-
-
-class BatcherError(Exception):
-    """Base of the batcher's refusals; the data plane maps each to an HTTP status."""
-
-
-class QueueFull(BatcherError):
-    """The queue holds ``max_queue_size`` requests; ``retry_after_s`` estimates when it will have room."""
-
-    def __init__(self, queued: int, limit: int, retry_after_s: int) -> None:
-        super().__init__(f"queue holds {queued} requests, the limit is {limit}; retry after {retry_after_s} s")
-        self.retry_after_s = retry_after_s
-
-
-class BatchTooLarge(BatcherError):
-    """A single request carries more rows than one batch may hold."""
-
-
-class DeadlineExpired(BatcherError):
-    """The request's deadline passed while it was queued; it never ran."""
-
-
-class ClientGone(BatcherError):
-    """The caller disconnected while queued; its work was dropped before running."""
-
-
-class BatcherStopped(BatcherError):
-    """The batcher is draining for shutdown or unload and takes no new work."""
 
 
 @dataclass(frozen=True)
