@@ -254,6 +254,22 @@ async def test_announced_arrivals_are_waited_for_up_to_the_queue_delay() -> None
     await batcher.stop()
 
 
+async def test_a_deadline_passing_while_its_batch_forms_drops_it_and_the_batch_runs_without_it() -> None:
+    model = FakeModel()
+    batcher, _ = await make(model, max_batch_size=4, max_queue_delay_s=WAIT_S)
+    loop = asyncio.get_running_loop()
+    with batcher.announce() as arrival:
+        kept = asyncio.ensure_future(submit(batcher, 1.0))
+        with pytest.raises(DeadlineExpired, match="while queued"):
+            await submit(batcher, 2.0, deadline=loop.time() + 0.05)  # taken into the forming batch, then due
+        assert model.batches == []  # the batch still waits for the announced arrival
+        late = asyncio.ensure_future(submit(batcher, 3.0, arrival=arrival))
+        await asyncio.gather(kept, late)
+    assert model.batches == [(0, [1.0, 3.0])]
+    assert batcher.queued == 0
+    await batcher.stop()
+
+
 async def test_instances_run_batches_concurrently() -> None:
     model = FakeModel()
     batcher, _ = await make(model, max_batch_size=1, instances=2)

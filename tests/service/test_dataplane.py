@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 from prometheus_client import CollectorRegistry
 
+from service.batching.errors import QueueFull
 from service.dataplane import DataPlane
 from service.errors import BadRequest, PayloadTooLarge, ServiceUnavailable, TooManyRequests
 from service.metrics import Metrics
@@ -62,15 +63,21 @@ async def test_images_are_decoded_checked_and_classified(plane: DataPlane) -> No
         await plane.classify_scores(model, [(None, good)] * 9, deadline=None, is_gone=None)
 
 
-async def test_batcher_refusals_become_service_errors(tiny_repository: Callable[..., Path]) -> None:
+async def test_batcher_refusals_become_service_errors(
+    tiny_repository: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     plane = await make_plane(tiny_repository(), max_queue_size=1)
     model = plane.model("tiny")
     x = {"input": np.zeros((1, 3, 8, 8), np.float32)}
-    model.batcher._live = 1  # as if one request were queued: the queue of 1 is full
-    with pytest.raises(TooManyRequests, match="overloaded: queue holds 1 requests, the limit is 1") as caught:
-        await plane.infer(model, x, 1, deadline=None, is_gone=None)
-    assert caught.value.headers["Retry-After"] == "1"
-    model.batcher._live = 0
+
+    async def full(*args: object, **kwargs: object) -> None:
+        raise QueueFull(1, 1, 3)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(model.batcher, "infer", full)  # the batcher's own refusal is tested in test_batcher.py
+        with pytest.raises(TooManyRequests, match="overloaded: queue holds 1 requests, the limit is 1") as caught:
+            await plane.infer(model, x, 1, deadline=None, is_gone=None)
+    assert caught.value.headers["Retry-After"] == "3"
     await plane.registry.unload("tiny")
     with pytest.raises(ServiceUnavailable, match="shutting down"):
         await plane.infer(model, x, 1, deadline=None, is_gone=None)

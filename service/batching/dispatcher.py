@@ -1,0 +1,148 @@
+"""The batcher's dispatcher: runs a taken batch on a free model instance and hands every caller its answer.
+
+A batch predicted to be fast runs on the event loop itself, skipping the two thread hops that would cost more than
+a tiny model; anything else runs in the instance's worker thread. Both ways end in ``_complete``: each caller gets
+its slice of the outputs, or, when the batch failed, every caller of that batch gets the exception and nobody
+else does. The cost model (smoothed time per row and per batch) decides inline runs and ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from service.batching.merge import Tensors, merge_inputs, split_outputs
+from service.batching.policy import BatchObserver, BatchPolicy, BatchTiming, RunBatch
+from service.batching.queue import Pending
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What running one batch produced: each request's outputs in queue order, and the three phase times."""
+
+    outputs: list[Tensors]
+    merge_s: float
+    run_s: float
+    split_s: float
+
+
+def _execute(run_batch: RunBatch, instance: int, items: list[Pending]) -> BatchOutcome | Exception:
+    """Merge, run, split: the whole of one batch, on whichever thread calls it. Failures are returned, not raised,
+    so the inline and threaded paths complete the same way."""
+    try:
+        t0 = time.perf_counter()
+        merged = merge_inputs([item.inputs for item in items])
+        t1 = time.perf_counter()
+        outputs = run_batch(instance, merged)
+        t2 = time.perf_counter()
+        pieces: list[Tensors] = list(split_outputs(outputs, [item.rows for item in items]))
+        return BatchOutcome(pieces, t1 - t0, t2 - t1, time.perf_counter() - t2)
+    except Exception as err:
+        return err
+
+
+class Dispatcher:
+    """Model instances, the cost model, and the one completion path.
+
+    Args:
+        run_batch: Executes one merged batch on the given instance in its worker thread.
+        policy: Instance count and the inline bound.
+        observer: Told about every executed batch.
+        name: Used in thread names and log lines.
+        run_inline: Executes the batches run on the event loop, when the runner has a cheaper way for them.
+    """
+
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        policy: BatchPolicy,
+        observer: BatchObserver,
+        name: str,
+        run_inline: RunBatch | None = None,
+    ) -> None:
+        self._run_batch = run_batch
+        self._run_inline = run_inline or run_batch
+        self._policy = policy
+        self._observer = observer
+        self._name = name
+        self._free: deque[int] = deque(range(policy.instances))
+        self._freed = asyncio.Event()
+        self._executor = ThreadPoolExecutor(policy.instances, thread_name_prefix=f"run-{name}")
+        self._running: set[asyncio.Task[None]] = set()
+        self._row_cost_s: float | None = None  # smoothed model time per row, to predict a batch's run time
+        self._batch_ema_s = 0.0  # smoothed whole-batch time, for Retry-After
+
+    @property
+    def has_free(self) -> bool:
+        """Whether an instance could take a batch now."""
+        return bool(self._free)
+
+    async def wait_free(self) -> None:
+        """Wait until an instance is free."""
+        while not self._free:
+            self._freed.clear()
+            await self._freed.wait()
+
+    def runs_inline(self, rows: int) -> bool:
+        """Whether a batch of ``rows`` is predicted fast enough to run on the event loop."""
+        cost = self._row_cost_s
+        return cost is not None and rows * cost <= self._policy.inline_max_s
+
+    def retry_after_s(self, queued_rows: int) -> int:
+        """Seconds until ``queued_rows`` have likely run: batches per instance times the batch time, at least 1."""
+        batches = math.ceil(queued_rows / self._policy.max_batch_size) / self._policy.instances
+        return max(1, math.ceil(batches * self._batch_ema_s))
+
+    def dispatch(self, items: list[Pending]) -> None:
+        """Run a batch on a free instance: inline (done when this returns) when predicted fast, else threaded."""
+        instance = self._free.popleft()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        waits = tuple(now - item.enqueued for item in items)
+        if self.runs_inline(sum(item.rows for item in items)):
+            self._complete(instance, items, waits, _execute(self._run_inline, instance, items))
+            return
+        task = loop.create_task(self._run_threaded(instance, items, waits))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _run_threaded(self, instance: int, items: list[Pending], waits: tuple[float, ...]) -> None:
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self._executor, _execute, self._run_batch, instance, items)
+        self._complete(instance, items, waits, result)
+
+    def _complete(
+        self, instance: int, items: list[Pending], waits: tuple[float, ...], result: BatchOutcome | Exception
+    ) -> None:
+        """Free the instance, then answer every caller of the batch: its outputs, or the batch's exception."""
+        self._free.append(instance)
+        self._freed.set()
+        rows = sum(item.rows for item in items)
+        if isinstance(result, Exception):
+            logger.error(
+                "model '%s': batch of %d rows (%d requests) failed", self._name, rows, len(items), exc_info=result
+            )
+            for item in items:
+                if not item.future.done():
+                    item.future.set_exception(result)
+            return
+        for item, output in zip(items, result.outputs, strict=True):
+            if not item.future.done():
+                item.future.set_result(output)
+        cost, took = result.run_s / rows, result.merge_s + result.run_s + result.split_s
+        self._row_cost_s = cost if self._row_cost_s is None else 0.8 * self._row_cost_s + 0.2 * cost
+        self._batch_ema_s = took if not self._batch_ema_s else 0.8 * self._batch_ema_s + 0.2 * took
+        self._observer.on_batch(BatchTiming(rows, waits, result.merge_s, result.run_s, result.split_s))
+
+    async def stop(self) -> None:
+        """Wait for running batches, then release the worker threads."""
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+        self._executor.shutdown(wait=True)
