@@ -1,117 +1,119 @@
-"""Issue 4's bars, evaluated as ratios of figures measured in the same run, and lookups into the results dict.
+"""The performance bars, evaluated as ratios of figures measured in the same run.
 
 Every figure is read from the results the run just measured; nothing is typed in by hand.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
 
-SERVER_NAMES = {"baseline": "plain FastAPI", "service_default": "service (default)", "service_tuned": "service (tuned)"}
-PATH_NAMES = {"tensor": "v2 binary tensor", "image": "REST image", "tensor_batch32": "v2 binary, 32 rows/request"}
+from bench.preprocess_bench import PreprocessResult
+from bench.results import ROUTE_NAMES, SERVER_NAMES, Bar, ModelResult, Route, ServerKind
+from loadtest.results import StepReport
 
-
-def steps_of(results: dict[str, Any], model: str, server: str, path: str) -> list[dict[str, Any]]:
-    """The steps of one sweep that completed requests (empty when the sweep did not run)."""
-    report = results["models"].get(model, {}).get("servers", {}).get(server, {}).get(path)
-    return [s for s in report["steps"] if s["ok"]] if report else []
+SERVICES: tuple[ServerKind, ...] = ("service_default", "service_tuned")
 
 
-def peak(results: dict[str, Any], model: str, server: str, path: str) -> dict[str, Any] | None:
-    """The step of a sweep with the most images/s."""
-    steps = steps_of(results, model, server, path)
-    return max(steps, key=lambda s: s["images_per_s"]) if steps else None
+@dataclass(frozen=True)
+class _Best:
+    """The better service setting's step, and that setting's name."""
+
+    server: str
+    step: StepReport
 
 
-def _at(results: dict[str, Any], model: str, server: str, path: str, concurrency: int) -> dict[str, Any] | None:
-    return next((s for s in steps_of(results, model, server, path) if s["load"]["concurrency"] == concurrency), None)
-
-
-def _best_service(
-    results: dict[str, Any], model: str, path: str, pick: Any = None
-) -> tuple[str, dict[str, Any]] | None:
-    """The better of the default and tuned service for ``path`` (by peak images/s, or by ``pick(step)``)."""
+def _best_service(model: ModelResult, route: Route, concurrency: int | None = None) -> _Best | None:
+    """The better of the default and tuned service (by images/s): at their peaks, or at ``concurrency`` users."""
     candidates = []
-    for server in ("service_default", "service_tuned"):
-        step = pick(server) if pick else peak(results, model, server, path)
+    for kind in SERVICES:
+        step = model.peak(kind, route) if concurrency is None else model.at(kind, route, concurrency)
         if step is not None:
-            candidates.append((SERVER_NAMES[server], step))
-    return max(candidates, key=lambda c: c[1]["images_per_s"]) if candidates else None
+            candidates.append(_Best(SERVER_NAMES[kind], step))
+    return max(candidates, key=lambda best: best.step.images_per_s) if candidates else None
 
 
-def _bar(
-    name: str, measured: str, target: str, ratio: float | None, threshold: float, higher: bool = True
-) -> dict[str, Any]:
+def _p50_ms(step: StepReport) -> float:
+    """The client's p50 of a step that completed requests (``ModelResult.steps`` keeps only those)."""
+    if step.latency is None:
+        raise ValueError(f"step {step.load.label} completed no request, so it has no p50")
+    return step.latency.p50_ms
+
+
+def _bar(name: str, measured: str, target: str, ratio: float | None, threshold: float, higher: bool = True) -> Bar:
     met = None if ratio is None else (ratio >= threshold if higher else ratio <= threshold)
-    return {"bar": name, "measured": measured, "target": target, "ratio": ratio, "met": met}
+    return Bar(name, measured, target, ratio, met)
 
 
-def summarise_bars(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Issue 4's bars, each with the measured figures, the ratio and whether it holds (None: not measured)."""
+def _resnet18(model: ModelResult) -> list[Bar]:
+    """A compute-bound model: the service's peak against raw ORT, and its latency cost when idle."""
+    raw = model.raw
     bars = []
-    models = results["models"]
-    if "resnet18" in models:
-        raw = models["resnet18"]["raw"]
-        for path, threshold in (("tensor", 0.95), ("image", 0.9)):
-            best = _best_service(results, "resnet18", path)
-            ratio = best[1]["images_per_s"] / raw["best_images_per_s"] if best else None
-            measured = (
-                f"{best[1]['images_per_s']:,.1f} img/s ({best[0]}) vs raw {raw['best_images_per_s']:,.1f}"
-                if best
-                else "-"
-            )
-            bars.append(
-                _bar(
-                    f"ResNet-18 {PATH_NAMES[path]}: service peak / raw ORT best",
-                    measured,
-                    f">= {threshold}",
-                    ratio,
-                    threshold,
-                )
-            )
-        c1 = _best_service(results, "resnet18", "tensor", lambda s: _at(results, "resnet18", s, "tensor", 1))
-        if c1:
-            p50 = c1[1]["latency_ms"]["p50"]
-            bars.append(
-                _bar(
-                    "ResNet-18 c=1: service p50 - raw batch-1 p50 (ms)",
-                    f"{p50:.2f} vs {raw['batch1_p50_ms']:.2f} ms",
-                    "<= 1 ms",
-                    p50 - raw["batch1_p50_ms"],
-                    1.0,
-                    higher=False,
-                )
-            )
-    if "tiny_cnn" in models:
-        raw = models["tiny_cnn"]["raw"]
-        base64_ = _at(results, "tiny_cnn", "baseline", "tensor", 64)
-        best = _best_service(results, "tiny_cnn", "tensor")
-        ratio = best[1]["images_per_s"] / base64_["images_per_s"] if best and base64_ else None
-        ceiling = raw["best_images_per_s"] / base64_["images_per_s"] if base64_ else None
+    checks: tuple[tuple[Route, float], ...] = (("tensor", 0.95), ("image", 0.9))
+    for route, threshold in checks:
+        best = _best_service(model, route)
+        ratio = best.step.images_per_s / raw.best_images_per_s if best else None
         measured = (
-            f"{best[1]['images_per_s']:,.0f} ({best[0]}) vs {base64_['images_per_s']:,.0f} img/s; raw best / baseline "
-            f"= {ceiling:.2f}"
-            if best and base64_ and ceiling
-            else "-"
+            f"{best.step.images_per_s:,.1f} img/s ({best.server}) vs raw {raw.best_images_per_s:,.1f}" if best else "-"
         )
-        bars.append(_bar("small CNN tensor: service peak / plain FastAPI at c=64", measured, ">= 2.5", ratio, 2.5))
-        base1 = _at(results, "tiny_cnn", "baseline", "tensor", 1)
-        c1 = _best_service(results, "tiny_cnn", "tensor", lambda s: _at(results, "tiny_cnn", s, "tensor", 1))
-        ratio = c1[1]["latency_ms"]["p50"] / base1["latency_ms"]["p50"] if c1 and base1 else None
-        measured = f"{c1[1]['latency_ms']['p50']:.2f} vs {base1['latency_ms']['p50']:.2f} ms" if c1 and base1 else "-"
+        name = f"ResNet-18 {ROUTE_NAMES[route]}: service peak / raw ORT best"
+        bars.append(_bar(name, measured, f">= {threshold}", ratio, threshold))
+    c1 = _best_service(model, "tensor", concurrency=1)
+    if c1:
+        p50 = _p50_ms(c1.step)
         bars.append(
-            _bar("small CNN c=1: service p50 / plain FastAPI p50", measured, "<= 1.0", ratio, 1.0, higher=False)
-        )
-        best = _best_service(results, "tiny_cnn", "tensor_batch32")
-        ratio = best[1]["images_per_s"] / raw["batch32_images_per_s"] if best else None
-        measured = (
-            f"{best[1]['images_per_s']:,.0f} vs raw b32 {raw['batch32_images_per_s']:,.0f} img/s" if best else "-"
-        )
-        bars.append(_bar("small CNN, 32 rows/request: service / raw ORT batch 32", measured, ">= 0.8", ratio, 0.8))
-    pre = results.get("preprocess")
-    if pre:
-        rate = pre["images_per_cpu_s"]
-        bars.append(
-            _bar("preprocess alone, 224x224 JPEG: images per CPU-second", f"{rate:,.0f}", ">= 1,500", rate / 1500, 1.0)
+            _bar(
+                "ResNet-18 c=1: service p50 - raw batch-1 p50 (ms)",
+                f"{p50:.2f} vs {raw.batch1_p50_ms:.2f} ms",
+                "<= 1 ms",
+                p50 - raw.batch1_p50_ms,
+                1.0,
+                higher=False,
+            )
         )
     return bars
+
+
+def _tiny_cnn(model: ModelResult) -> list[Bar]:
+    """An overhead-bound model: the service against the plain FastAPI endpoint, and client-side batches."""
+    raw = model.raw
+    bars = []
+    base64_ = model.at("baseline", "tensor", 64)
+    best = _best_service(model, "tensor")
+    ratio = best.step.images_per_s / base64_.images_per_s if best and base64_ else None
+    ceiling = raw.best_images_per_s / base64_.images_per_s if base64_ else None
+    measured = (
+        f"{best.step.images_per_s:,.0f} ({best.server}) vs {base64_.images_per_s:,.0f} img/s; raw best / baseline "
+        f"= {ceiling:.2f}"
+        if best and base64_ and ceiling
+        else "-"
+    )
+    bars.append(_bar("small CNN tensor: service peak / plain FastAPI at c=64", measured, ">= 2.5", ratio, 2.5))
+    base1 = model.at("baseline", "tensor", 1)
+    c1 = _best_service(model, "tensor", concurrency=1)
+    ratio = _p50_ms(c1.step) / _p50_ms(base1) if c1 and base1 else None
+    measured = f"{_p50_ms(c1.step):.2f} vs {_p50_ms(base1):.2f} ms" if c1 and base1 else "-"
+    bars.append(_bar("small CNN c=1: service p50 / plain FastAPI p50", measured, "<= 1.0", ratio, 1.0, higher=False))
+    best = _best_service(model, "tensor_batch32")
+    ratio = best.step.images_per_s / raw.batch32_images_per_s if best else None
+    measured = f"{best.step.images_per_s:,.0f} vs raw b32 {raw.batch32_images_per_s:,.0f} img/s" if best else "-"
+    bars.append(_bar("small CNN, 32 rows/request: service / raw ORT batch 32", measured, ">= 0.8", ratio, 0.8))
+    return bars
+
+
+def summarise_bars(models: Mapping[str, ModelResult], preprocess: PreprocessResult) -> tuple[Bar, ...]:
+    """The performance bars of the models measured, each with its figures, ratio and whether it holds.
+
+    Args:
+        models: The run's results per model; a bar whose model did not run is left out.
+        preprocess: Preprocessing alone.
+    """
+    bars = []
+    if "resnet18" in models:
+        bars += _resnet18(models["resnet18"])
+    if "tiny_cnn" in models:
+        bars += _tiny_cnn(models["tiny_cnn"])
+    rate = preprocess.images_per_cpu_s
+    name = "preprocess alone, 224x224 JPEG: images per CPU-second"
+    bars.append(_bar(name, f"{rate:,.0f}", ">= 1,500", rate / 1500, 1.0))
+    return tuple(bars)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import aiohttp
@@ -19,6 +20,27 @@ from loadtest.http import Endpoint, open_connection
 from loadtest.payloads import v2_body
 
 CONCURRENCY = 8
+
+
+@dataclass(frozen=True)
+class ClientRun:
+    """One client's run: requests sent and answered, CPU µs per request (the cost), and the rate it reached."""
+
+    requests: int
+    ok: int
+    cpu_us_per_request: float
+    requests_per_s: float
+
+
+@dataclass(frozen=True)
+class ClientCost:
+    """Every client's run, by name, at the same concurrency."""
+
+    concurrency: int
+    clients: dict[str, ClientRun]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"concurrency": self.concurrency, **{name: asdict(run) for name, run in self.clients.items()}}
 
 
 async def _lean(endpoint: Endpoint, model: str, body: bytes, header: int, requests: int) -> int:
@@ -87,21 +109,21 @@ async def _tritonclient(endpoint: Endpoint, model: str, metadata: dict[str, Any]
     return ok
 
 
-def _timed(run: Callable[[], Coroutine[Any, Any, int]], requests: int) -> dict[str, Any]:
+def _timed(run: Callable[[], Coroutine[Any, Any, int]], requests: int) -> ClientRun:
     cpu0, wall0 = time.process_time(), time.perf_counter()
     ok = uvloop.run(run())
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    return {"requests": requests, "ok": ok, "cpu_us_per_request": 1e6 * cpu / requests, "requests_per_s": ok / wall}
+    return ClientRun(requests, ok, 1e6 * cpu / requests, ok / wall)
 
 
-def measure(endpoint: Endpoint, model: str, metadata: dict[str, Any], requests: int) -> dict[str, Any]:
+def measure(endpoint: Endpoint, model: str, metadata: dict[str, Any], requests: int) -> ClientCost:
     """CPU µs per request of each client against ``endpoint`` (same request, concurrency 8)."""
     requests -= requests % CONCURRENCY
     body, header = v2_body(metadata, 1, True, np.random.default_rng(0))
     assert header is not None
-    return {
-        "concurrency": CONCURRENCY,
+    clients = {
         "loadtest (uvloop + httptools)": _timed(lambda: _lean(endpoint, model, body, header, requests), requests),
         "aiohttp": _timed(lambda: _aiohttp(endpoint, model, body, header, requests), requests),
         "tritonclient.http.aio": _timed(lambda: _tritonclient(endpoint, model, metadata, requests), requests),
     }
+    return ClientCost(CONCURRENCY, clients)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import platform
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 PACKAGES = ("onnxruntime-gpu", "onnxruntime", "numpy", "fastapi", "starlette", "uvicorn", "uvloop", "httptools",
             "pillow", "simplejpeg", "orjson")  # fmt: skip
@@ -31,21 +31,35 @@ def _memory_gib() -> float | None:
         return None
 
 
-def describe() -> dict[str, Any]:
-    """A JSON-able description; the load average says how busy the machine was when the run began."""
+@dataclass(frozen=True)
+class Machine:
+    """The machine a run used; the load average says how busy it was when the run began."""
+
+    cpu_model: str
+    logical_cpus: int | None
+    usable_cpus: list[int]
+    memory_gib: float | None
+    load_average: list[float]
+    platform: str
+    python: str
+    versions: dict[str, str]  # of PACKAGES, those installed
+
+
+def describe() -> Machine:
+    """This machine, now."""
     versions = {}
     for package in PACKAGES:
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             continue
-    return {
-        "cpu_model": _cpu_model(),
-        "logical_cpus": os.cpu_count(),
-        "usable_cpus": sorted(os.sched_getaffinity(0)),
-        "memory_gib": _memory_gib(),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "versions": versions,
-    }
+    return Machine(
+        cpu_model=_cpu_model(),
+        logical_cpus=os.cpu_count(),
+        usable_cpus=sorted(os.sched_getaffinity(0)),
+        memory_gib=_memory_gib(),
+        load_average=[round(x, 2) for x in os.getloadavg()],
+        platform=platform.platform(),
+        python=platform.python_version(),
+        versions=versions,
+    )

@@ -61,3 +61,11 @@ def model_file(folder: Path, model: str) -> Path:
 def input_dims(folder: Path, model: str) -> tuple[int, ...]:
     """The input's dims without the batch axis, e.g. (3, 224, 224)."""
     return tuple(config(folder, model)["input"][0]["dims"])
+
+
+def v2_metadata(folder: Path, model: str) -> dict[str, Any]:
+    """The model's inputs and outputs as KServe v2 metadata (batch axis -1), as the load harness's payloads read it."""
+    meta = config(folder, model)
+    inputs = [{"name": meta["input"][0]["name"], "datatype": "FP32", "shape": [-1, *meta["input"][0]["dims"]]}]
+    outputs = [{"name": o["name"], "datatype": "FP32", "shape": [-1, *o["dims"]]} for o in meta["output"]]
+    return {"inputs": inputs, "outputs": outputs}

@@ -7,14 +7,25 @@ wall-clock rate is reported too (they differ when the machine is busy).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from service.preprocess import Pipeline, preprocess
 from service.repository import load_model_config
 
 
-def measure(model_dir: Path, images: list[bytes], seconds: float, max_pixels: int = 40_000_000) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PreprocessResult:
+    """Images preprocessed, per CPU-second (the bar's unit) and per wall-clock second, and of what."""
+
+    images: int
+    images_per_cpu_s: float
+    images_per_s_wall: float
+    mean_jpeg_bytes: int
+    output_shape: list[int]
+
+
+def measure(model_dir: Path, images: list[bytes], seconds: float, max_pixels: int = 40_000_000) -> PreprocessResult:
     """Preprocess ``images`` in turn for ``seconds`` (at least one pass, at most 1,000,000 images)."""
     config = load_model_config(model_dir)
     if config.preprocessing is None:
@@ -28,10 +39,10 @@ def measure(model_dir: Path, images: list[bytes], seconds: float, max_pixels: in
         preprocess(images[count % len(images)], pipe, max_pixels)
         count += 1
     wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
-    return {
-        "images": count,
-        "images_per_cpu_s": count / cpu,
-        "images_per_s_wall": count / wall,
-        "mean_jpeg_bytes": sum(len(d) for d in images) // len(images),
-        "output_shape": list(preprocess(images[0], pipe, max_pixels).shape),
-    }
+    return PreprocessResult(
+        images=count,
+        images_per_cpu_s=count / cpu,
+        images_per_s_wall=count / wall,
+        mean_jpeg_bytes=sum(len(d) for d in images) // len(images),
+        output_shape=list(preprocess(images[0], pipe, max_pixels).shape),
+    )

@@ -8,13 +8,14 @@ least ``min_runs`` times; the per-run latency at batch 1 is what "raw batch-1 la
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
+from loadtest.results import Latency
 from loadtest.stats import LatencySummary
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)
@@ -43,9 +44,73 @@ def session(path: Path, setting: ThreadSetting) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+@dataclass(frozen=True)
+class RawPoint:
+    """One batch size under one thread setting: runs made, images/s, and the latency of a ``session.run``."""
+
+    batch: int
+    runs: int
+    images_per_s: float
+    latency: Latency
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "batch": self.batch,
+            "runs": self.runs,
+            "images_per_s": self.images_per_s,
+            "latency_ms": self.latency.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class SettingRuns:
+    """One thread setting at every batch size of ``BATCH_SIZES``, in that order."""
+
+    setting: ThreadSetting
+    points: tuple[RawPoint, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "setting": self.setting.label,
+            "threads": self.setting.threads,
+            "spinning": self.setting.spinning,
+            "points": [point.to_dict() for point in self.points],
+        }
+
+
+@dataclass(frozen=True)
+class RawOrt:
+    """A model's physical limit: every setting measured, the best one, and the figures the bars divide by."""
+
+    settings: tuple[SettingRuns, ...]
+    best: SettingRuns  # the setting with the highest peak images/s
+    best_images_per_s: float
+    best_batch: int
+    batch32_images_per_s: float
+    batch1_p50_ms: float  # the lowest of every setting's
+    batch1_images_per_s: float
+    recheck: tuple[RawPoint, ...] = ()  # the best setting measured again after the servers ran, if it was
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {
+            "settings": [runs.to_dict() for runs in self.settings],
+            "best_setting": self.best.setting.label,
+            "best_threads": self.best.setting.threads,
+            "best_spinning": self.best.setting.spinning,
+            "best_images_per_s": self.best_images_per_s,
+            "best_batch": self.best_batch,
+            "batch32_images_per_s": self.batch32_images_per_s,
+            "batch1_p50_ms": self.batch1_p50_ms,
+            "batch1_images_per_s": self.batch1_images_per_s,
+        }
+        if self.recheck:
+            data["recheck"] = [point.to_dict() for point in self.recheck]
+        return data
+
+
 def measure_point(
     runner: ort.InferenceSession, dims: tuple[int, ...], batch: int, seconds: float, min_runs: int = 3
-) -> dict[str, Any]:
+) -> RawPoint:
     """Run one batch size for ``seconds`` (and at least ``min_runs`` times, at most 100,000) after one warm-up run."""
     name = runner.get_inputs()[0].name
     x = np.random.default_rng(batch).standard_normal((batch, *dims)).astype(np.float32)
@@ -58,53 +123,47 @@ def measure_point(
         times.append(time.perf_counter() - t0)
     summary = LatencySummary.of(times)
     assert summary is not None
-    return {
-        "batch": batch,
-        "runs": len(times),
-        "images_per_s": batch * len(times) / sum(times),
-        "latency_ms": summary.to_ms(),
-    }
+    return RawPoint(batch, len(times), batch * len(times) / sum(times), Latency.of(summary))
 
 
 def measure_model(
     path: Path, dims: tuple[int, ...], settings: list[ThreadSetting], seconds: float, min_runs: int = 3
-) -> dict[str, Any]:
+) -> RawOrt:
     """Every thread setting at every batch size; the best setting is the one with the highest peak images/s."""
-    results: list[dict[str, Any]] = []
+    measured: list[SettingRuns] = []
     for setting in settings:
         runner = session(path, setting)
-        points = [measure_point(runner, dims, batch, seconds, min_runs) for batch in BATCH_SIZES]
-        results.append(
-            {"setting": setting.label, "threads": setting.threads, "spinning": setting.spinning, "points": points}
+        measured.append(
+            SettingRuns(setting, tuple(measure_point(runner, dims, b, seconds, min_runs) for b in BATCH_SIZES))
         )
         del runner
-    best = max(results, key=lambda r: max(p["images_per_s"] for p in r["points"]))
-    peak = max(best["points"], key=lambda p: p["images_per_s"])
-    batch1 = min((r["points"][0] for r in results), key=lambda p: p["latency_ms"]["p50"])
-    return {
-        "settings": results,
-        "best_setting": best["setting"],
-        "best_threads": best["threads"],
-        "best_spinning": best["spinning"],
-        "best_images_per_s": peak["images_per_s"],
-        "best_batch": peak["batch"],
-        "batch32_images_per_s": max(p["images_per_s"] for r in results for p in r["points"] if p["batch"] == 32),
-        "batch1_p50_ms": batch1["latency_ms"]["p50"],
-        "batch1_images_per_s": max(r["points"][0]["images_per_s"] for r in results),
-    }
+    best = max(measured, key=lambda r: max(p.images_per_s for p in r.points))
+    peak = max(best.points, key=lambda p: p.images_per_s)
+    batch1 = min((r.points[0] for r in measured), key=lambda p: p.latency.p50_ms)
+    return RawOrt(
+        settings=tuple(measured),
+        best=best,
+        best_images_per_s=peak.images_per_s,
+        best_batch=peak.batch,
+        batch32_images_per_s=max(p.images_per_s for r in measured for p in r.points if p.batch == 32),
+        batch1_p50_ms=batch1.latency.p50_ms,
+        batch1_images_per_s=max(r.points[0].images_per_s for r in measured),
+    )
 
 
-def recheck(path: Path, dims: tuple[int, ...], raw: dict[str, Any], seconds: float, min_runs: int) -> None:
-    """Measure the best setting again at batch 1, its best batch and 32, and keep the better figures.
+def recheck(path: Path, dims: tuple[int, ...], raw: RawOrt, seconds: float, min_runs: int) -> RawOrt:
+    """Measure the best setting again at batch 1, its best batch and 32; returns ``raw`` with the better figures.
 
     The servers run between the two measurements; on a shared machine either one may be disturbed, and the
     physical limit is what the hardware can do, so the maxima (and the lower batch-1 latency) are reported.
     """
-    runner = session(path, ThreadSetting(raw["best_threads"], raw["best_spinning"]))
-    points = {b: measure_point(runner, dims, b, seconds, min_runs) for b in sorted({1, raw["best_batch"], 32})}
-    raw["recheck"] = list(points.values())
-    if points[raw["best_batch"]]["images_per_s"] > raw["best_images_per_s"]:
-        raw["best_images_per_s"] = points[raw["best_batch"]]["images_per_s"]
-    raw["batch32_images_per_s"] = max(raw["batch32_images_per_s"], points[32]["images_per_s"])
-    raw["batch1_images_per_s"] = max(raw["batch1_images_per_s"], points[1]["images_per_s"])
-    raw["batch1_p50_ms"] = min(raw["batch1_p50_ms"], points[1]["latency_ms"]["p50"])
+    runner = session(path, raw.best.setting)
+    points = {b: measure_point(runner, dims, b, seconds, min_runs) for b in sorted({1, raw.best_batch, 32})}
+    return replace(
+        raw,
+        recheck=tuple(points.values()),
+        best_images_per_s=max(raw.best_images_per_s, points[raw.best_batch].images_per_s),
+        batch32_images_per_s=max(raw.batch32_images_per_s, points[32].images_per_s),
+        batch1_images_per_s=max(raw.batch1_images_per_s, points[1].images_per_s),
+        batch1_p50_ms=min(raw.batch1_p50_ms, points[1].latency.p50_ms),
+    )

@@ -15,15 +15,19 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from bench import client_cost, images, machine, models, preprocess_bench, servers, suite
 from bench.bars import summarise_bars
+from bench.client_cost import ClientCost
+from bench.preprocess_bench import PreprocessResult
 from bench.report import markdown, plot_results
+from bench.results import BenchResults, Pinning
 from loadtest.http import Endpoint
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ALL_MODELS = ("lenet5_digits", "tiny_cnn", "resnet18")
+Name = TypeVar("Name", bound=str)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,41 +67,36 @@ def _cpus(pin: bool) -> tuple[set[int] | None, set[int] | None]:
     return set(usable[:-1]), {usable[-1]}
 
 
-def _preprocess(ctx: suite.Context) -> dict[str, object]:
+def _preprocess(ctx: suite.Context) -> PreprocessResult:
     folder = images.image_folder(ctx.out, "resnet18")
     jpegs = [p.read_bytes() for p in sorted(folder.glob("*.jpg"))]
     result = preprocess_bench.measure(ctx.repository / "resnet18", jpegs, ctx.profile.preprocess_s)
-    suite.say(f"[preprocess] {result['images_per_cpu_s']:,.0f} images per CPU-second, 224x224 JPEG")
+    suite.say(f"[preprocess] {result.images_per_cpu_s:,.0f} images per CPU-second, 224x224 JPEG")
     return result
 
 
-def _client_cost(ctx: suite.Context) -> dict[str, object]:
+def _client_cost(ctx: suite.Context) -> ClientCost:
     server = servers.service(ctx.repository, "lenet5_digits", {}, ctx.out / "logs" / "client-cost.log", ctx.server_cpus)
     try:
         ctx.affinity(ctx.client_cpus)
-        metadata = json.loads(models.REPO_ROOT.joinpath("models/lenet5_digits/config.json").read_text())
-        dims = metadata["input"][0]["dims"]
-        spec = {
-            "inputs": [{"name": metadata["input"][0]["name"], "datatype": "FP32", "shape": [-1, *dims]}],
-            "outputs": [{"name": o["name"], "datatype": "FP32", "shape": [-1, *o["dims"]]} for o in metadata["output"]],
-        }
-        result = client_cost.measure(
-            Endpoint.from_url(server.url), "lenet5_digits", spec, ctx.profile.client_cost_requests
-        )
+        metadata = models.v2_metadata(ctx.repository, "lenet5_digits")
+        endpoint = Endpoint.from_url(server.url)
+        result = client_cost.measure(endpoint, "lenet5_digits", metadata, ctx.profile.client_cost_requests)
     finally:
         server.stop()
-    for name, row in result.items():
-        if isinstance(row, dict):
-            suite.say(f"[client cost] {name:<30} {row['cpu_us_per_request']:6.0f} us CPU per request")
+    for name, run in result.clients.items():
+        suite.say(f"[client cost] {name:<30} {run.cpu_us_per_request:6.0f} us CPU per request")
     return result
 
 
-def _subset(p: argparse.ArgumentParser, text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
+def _subset(p: argparse.ArgumentParser, text: str, allowed: tuple[Name, ...], what: str) -> tuple[Name, ...]:
+    """The comma-separated names of ``text``, in the order given, each one of ``allowed``."""
+    by_name: dict[str, Name] = {name: name for name in allowed}
     chosen = tuple(part.strip() for part in text.split(",") if part.strip())
     unknown = sorted(set(chosen) - set(allowed))
     if unknown or not chosen:
         p.error(f"unknown or no {what} {unknown}; choose from {', '.join(allowed)}")
-    return chosen
+    return tuple(by_name[name] for name in chosen)
 
 
 def _tuned(p: argparse.ArgumentParser, overrides: list[str]) -> dict[str, dict[str, str]]:
@@ -124,31 +123,32 @@ def main(argv: list[str] | None = None) -> int:
     description = machine.describe()
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     t0 = time.monotonic()
-    cpus, load = description["usable_cpus"], description["load_average"]
-    suite.say(f"bench --{profile.name}: {description['cpu_model']}, CPUs {cpus}, load average {load}")
+    cpus, load = description.usable_cpus, description.load_average
+    suite.say(f"bench --{profile.name}: {description.cpu_model}, CPUs {cpus}, load average {load}")
     repository = models.ensure_repository(
         out / "models", tuple(dict.fromkeys(("resnet18", *chosen))), out / "export.log"
     )
     # The time budget starts after the (one-time) exports.
     ctx = suite.Context(profile, out, repository, server_cpus, client_cpus, tuned, kinds)
-    results: dict[str, Any] = {
-        "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "profile": profile.name,
-        "started_at": started,
-        "machine": description,
-        "pinning": {
-            "server_cpus": sorted(server_cpus) if server_cpus else "all",
-            "client_cpus": sorted(client_cpus) if client_cpus else "all",
-        },
-        "tuned_settings": {m: tuned[m] for m in chosen},
-        "preprocess": _preprocess(ctx),
-        "client_cost": _client_cost(ctx) if "lenet5_digits" in chosen else None,
-        "models": {model: suite.bench_model(ctx, model) for model in chosen},
-    }
-    results["skipped"] = ctx.skipped
-    results["elapsed_s"] = time.monotonic() - t0
-    results["bars"] = summarise_bars(results)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    pinning = Pinning(sorted(server_cpus) if server_cpus else "all", sorted(client_cpus) if client_cpus else "all")
+    preprocess = _preprocess(ctx)
+    cost = _client_cost(ctx) if "lenet5_digits" in chosen else None
+    measured = {model: suite.bench_model(ctx, model) for model in chosen}
+    results = BenchResults(
+        command="python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+        profile=profile.name,
+        started_at=started,
+        machine=description,
+        pinning=pinning,
+        tuned_settings={m: tuned[m] for m in chosen},
+        preprocess=preprocess,
+        client_cost=cost,
+        models=measured,
+        skipped=ctx.skipped,
+        elapsed_s=time.monotonic() - t0,
+        bars=summarise_bars(measured, preprocess),
+    )
+    (out / "results.json").write_text(json.dumps(results.to_dict(), indent=2) + "\n")
     text = markdown(results)
     (out / "results.md").write_text(text)
     complete = set(chosen) == set(ALL_MODELS) and set(kinds) == set(suite.SERVERS) and not ctx.skipped
@@ -158,5 +158,5 @@ def main(argv: list[str] | None = None) -> int:
     plot_results(results, out / "results.png")
     print(text)
     copied = f", and {copy}" if copy else " (a partial run: bench/RESULTS.md left as it was)"
-    print(f"wrote results.json, .md and .png under {out}{copied}, in {results['elapsed_s']:.0f} s")
+    print(f"wrote results.json, .md and .png under {out}{copied}, in {results.elapsed_s:.0f} s")
     return 0

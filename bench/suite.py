@@ -11,11 +11,12 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from bench import images, models, raw_ort, servers
+from bench.results import ModelResult, Route, ServerKind, ServerRuns
 from loadtest.http import Endpoint
 from loadtest.payloads import Workload, load_images, rest_workload, v2_workload
+from loadtest.results import SweepReport
 from loadtest.runner import Plan, run_sweep
 
 #: Settings the "tuned" service runs with (``CNNSERVE_*`` overrides); the default runs with none. For the
@@ -26,7 +27,7 @@ TUNED: dict[str, dict[str, str]] = {
     "tiny_cnn": {"max_queue_delay_us": "2000", "workers": "2"},
     "resnet18": {"max_queue_delay_us": "5000"},
 }
-SERVERS = ("baseline", "service_default", "service_tuned")
+SERVERS: tuple[ServerKind, ...] = ("baseline", "service_default", "service_tuned")
 #: The small CNN's client-side batching check: rows per request, and the concurrencies tried.
 CLIENT_BATCH = 32
 CLIENT_BATCH_CONCURRENCY = (1, 4)
@@ -63,7 +64,7 @@ class Context:
     server_cpus: set[int] | None
     client_cpus: set[int] | None
     tuned: dict[str, dict[str, str]] = field(default_factory=lambda: {m: dict(s) for m, s in TUNED.items()})
-    kinds: tuple[str, ...] = SERVERS
+    kinds: tuple[ServerKind, ...] = SERVERS
     started: float = field(default_factory=time.monotonic)
     skipped: list[str] = field(default_factory=list)
 
@@ -86,7 +87,7 @@ def say(message: str) -> None:
 
 def _sweep(
     ctx: Context, server: servers.Server, model: str, workload: Workload, loads: tuple[int, ...], metrics: bool
-) -> dict[str, Any]:
+) -> SweepReport:
     plan = Plan(
         Endpoint.from_url(server.url),
         model,
@@ -103,18 +104,18 @@ def _sweep(
     )
     ctx.affinity(ctx.client_cpus)
     report = run_sweep(plan)
-    for step in report["steps"]:
-        latency = step["latency_ms"] or {}
-        errors = f"  errors {step['errors']}" if step["errors"] else ""
+    for step in report.steps:
+        p50_ms, p99_ms = (step.latency.p50_ms, step.latency.p99_ms) if step.latency else (0.0, 0.0)
+        errors = f"  errors {step.errors}" if step.errors else ""
         say(
-            f"  {server.name:<24} {workload.description[:34]:<34} c={step['load']['concurrency']:<3} "
-            f"{step['images_per_s']:9,.1f} img/s  p50 {latency.get('p50', 0):8.2f} ms  p99 "
-            f"{latency.get('p99', 0):8.2f} ms  gen CPU {step['generator']['cpu_percent']:3.0f}%{errors}"
+            f"  {server.name:<24} {workload.description[:34]:<34} {step.load.label:<5} "
+            f"{step.images_per_s:9,.1f} img/s  p50 {p50_ms:8.2f} ms  p99 "
+            f"{p99_ms:8.2f} ms  gen CPU {step.generator.cpu_percent:3.0f}%{errors}"
         )
     return report
 
 
-def _start(ctx: Context, kind: str, model: str) -> servers.Server:
+def _start(ctx: Context, kind: ServerKind, model: str) -> servers.Server:
     log = ctx.out / "logs" / f"{model}-{kind}.log"
     if kind == "baseline":
         return servers.baseline(ctx.repository / model, log, ctx.server_cpus)
@@ -122,16 +123,11 @@ def _start(ctx: Context, kind: str, model: str) -> servers.Server:
     return servers.service(ctx.repository, model, settings, log, ctx.server_cpus)
 
 
-def _workloads(ctx: Context, server: servers.Server, model: str) -> dict[str, Workload]:
+def _workloads(ctx: Context, server: servers.Server, model: str) -> dict[Route, Workload]:
     endpoint = Endpoint.from_url(server.url)
-    dims = models.input_dims(ctx.repository, model)
-    config = models.config(ctx.repository, model)
-    metadata = {
-        "inputs": [{"name": config["input"][0]["name"], "datatype": "FP32", "shape": [-1, *dims]}],
-        "outputs": [{"name": o["name"], "datatype": "FP32", "shape": [-1, *o["dims"]]} for o in config["output"]],
-    }
+    metadata = models.v2_metadata(ctx.repository, model)
     folder = images.image_folder(ctx.out, model)
-    loads = {
+    loads: dict[Route, Workload] = {
         "tensor": v2_workload(endpoint, model, metadata),
         "image": rest_workload(endpoint, model, load_images(folder)),
     }
@@ -140,30 +136,30 @@ def _workloads(ctx: Context, server: servers.Server, model: str) -> dict[str, Wo
     return loads
 
 
-def bench_server(ctx: Context, kind: str, model: str) -> dict[str, Any]:
-    """Start one server, run its sweeps, stop it; returns ``{path: loadtest report}``."""
+def bench_server(ctx: Context, kind: ServerKind, model: str) -> ServerRuns | None:
+    """Start one server, run its sweeps, stop it; None when the time budget left no room to start it."""
     if ctx.time_left() < MIN_SERVER_S:
         ctx.skipped.append(f"{model} {kind}: the time budget is spent ({ctx.time_left():.0f} s left)")
-        return {}
+        return None
     server = _start(ctx, kind, model)
     try:
-        results: dict[str, Any] = {"settings": ctx.tuned[model] if kind == "service_tuned" else {}}
-        for path, workload in _workloads(ctx, server, model).items():
-            loads = CLIENT_BATCH_CONCURRENCY if path == "tensor_batch32" else ctx.profile.concurrency
+        sweeps: dict[Route, SweepReport] = {}
+        for route, workload in _workloads(ctx, server, model).items():
+            loads = CLIENT_BATCH_CONCURRENCY if route == "tensor_batch32" else ctx.profile.concurrency
             need = len(loads) * (ctx.profile.step_s + ctx.profile.warmup_s + 1.0)
             if ctx.time_left() < need:
                 left = max(0.0, ctx.time_left())
-                ctx.skipped.append(f"{model} {kind} {path}: {left:.0f} s left of the time budget, {need:.0f} s needed")
+                ctx.skipped.append(f"{model} {kind} {route}: {left:.0f} s left of the time budget, {need:.0f} s needed")
                 continue
-            results[path] = _sweep(ctx, server, model, workload, loads, metrics=kind != "baseline")
-        return results
+            sweeps[route] = _sweep(ctx, server, model, workload, loads, metrics=kind != "baseline")
+        return ServerRuns(ctx.tuned[model] if kind == "service_tuned" else {}, sweeps)
     finally:
         code = server.stop()
         if code not in (0, -15):
             ctx.skipped.append(f"{model} {kind}: the server exited with {code}; see {server.log_path}")
 
 
-def bench_model(ctx: Context, model: str) -> dict[str, Any]:
+def bench_model(ctx: Context, model: str) -> ModelResult:
     """Raw ORT, then every server kind, for one model."""
     say(f"[{model}] raw ONNX Runtime")
     ctx.affinity(ctx.server_cpus)
@@ -173,17 +169,17 @@ def bench_model(ctx: Context, model: str) -> dict[str, Any]:
     path, dims = models.model_file(ctx.repository, model), models.input_dims(ctx.repository, model)
     raw = raw_ort.measure_model(path, dims, settings, ctx.profile.raw_point_s, ctx.profile.raw_min_runs)
     say(
-        f"  best {raw['best_images_per_s']:,.1f} img/s at batch {raw['best_batch']} ({raw['best_setting']}); "
-        f"batch 1: {raw['batch1_images_per_s']:,.1f} img/s, p50 {raw['batch1_p50_ms']:.2f} ms"
+        f"  best {raw.best_images_per_s:,.1f} img/s at batch {raw.best_batch} ({raw.best.setting.label}); "
+        f"batch 1: {raw.batch1_images_per_s:,.1f} img/s, p50 {raw.batch1_p50_ms:.2f} ms"
     )
-    result: dict[str, Any] = {"raw": raw, "servers": {}}
+    runs: dict[ServerKind, ServerRuns | None] = {}
     for kind in ctx.kinds:
         say(f"[{model}] {kind}")
-        result["servers"][kind] = bench_server(ctx, kind, model)
+        runs[kind] = bench_server(ctx, kind, model)
     if ctx.time_left() > 0:
         ctx.affinity(ctx.server_cpus)
-        raw_ort.recheck(path, dims, raw, ctx.profile.raw_point_s, ctx.profile.raw_min_runs)
-        say(f"[{model}] raw ONNX Runtime again: best {raw['best_images_per_s']:,.1f} img/s (the higher of two runs)")
+        raw = raw_ort.recheck(path, dims, raw, ctx.profile.raw_point_s, ctx.profile.raw_min_runs)
+        say(f"[{model}] raw ONNX Runtime again: best {raw.best_images_per_s:,.1f} img/s (the higher of two runs)")
     else:
         ctx.skipped.append(f"{model} raw ONNX Runtime re-check: the time budget is spent")
-    return result
+    return ModelResult(raw, runs)

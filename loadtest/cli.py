@@ -12,7 +12,6 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import uvloop
 
@@ -20,6 +19,7 @@ from loadtest.http import Endpoint
 from loadtest.payloads import Workload, fetch_metadata, generate_images, load_images, rest_workload, v2_workload
 from loadtest.plot import plot
 from loadtest.report import read_json, table, write_json
+from loadtest.results import SweepReport
 from loadtest.runner import Plan, run_sweep_async
 
 TOKEN_ENV = "LOADTEST_TOKEN"
@@ -151,7 +151,7 @@ def _plan(args: argparse.Namespace, endpoint: Endpoint, workload: Workload) -> P
     )
 
 
-async def _run(args: argparse.Namespace) -> dict[str, Any]:
+async def _run(args: argparse.Namespace) -> SweepReport:
     endpoint = Endpoint.from_url(args.url, args.token or os.environ.get(TOKEN_ENV))
     workload = await build_workload(args, endpoint)
     return await run_sweep_async(_plan(args, endpoint, workload))

@@ -34,6 +34,64 @@ COUNTERS = (
 
 
 @dataclass(frozen=True)
+class ServerTiming:
+    """One of the server's durations over a step, in ms: percentiles from its histograms, or only a mean.
+
+    Triton's counters give sums, not distributions, so a server exposing only those yields ``p50_ms`` and
+    ``p99_ms`` of None.
+    """
+
+    mean_ms: float
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+
+    def to_dict(self) -> dict[str, float]:
+        if self.p50_ms is None or self.p99_ms is None:
+            return {"mean": self.mean_ms}
+        return {"mean": self.mean_ms, "p50": self.p50_ms, "p99": self.p99_ms}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, float] | None) -> ServerTiming | None:
+        return None if data is None else cls(data["mean"], data.get("p50"), data.get("p99"))
+
+
+@dataclass(frozen=True)
+class ServerView:
+    """What the server saw between the scrapes around a step; None where it does not expose the series."""
+
+    source: str  # "cnnserve histograms", "nv_inference counters" or "no batch metrics"
+    requests: float
+    batches: float
+    mean_batch_size: float | None
+    queue_ms: ServerTiming | None
+    compute_ms: ServerTiming | None
+    request_ms: ServerTiming | None = None
+    preprocess_ms: ServerTiming | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        def timing(value: ServerTiming | None) -> dict[str, float] | None:
+            return None if value is None else value.to_dict()
+
+        return {
+            "source": self.source,
+            "requests": self.requests,
+            "batches": self.batches,
+            "mean_batch_size": self.mean_batch_size,
+            "queue_ms": timing(self.queue_ms),
+            "compute_ms": timing(self.compute_ms),
+            "request_ms": timing(self.request_ms),
+            "preprocess_ms": timing(self.preprocess_ms),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ServerView:
+        timings = (
+            ServerTiming.from_dict(data[key]) for key in ("queue_ms", "compute_ms", "request_ms", "preprocess_ms")
+        )
+        return cls(data["source"], data["requests"], data["batches"], data["mean_batch_size"], *timings)
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """One scrape, narrowed to one model: its histograms by metric name, and Triton counters."""
 
@@ -76,12 +134,18 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else 1e3 * seconds
 
 
-def server_view(before: Snapshot, after: Snapshot) -> dict[str, Any]:
+def _timing(histogram: Histogram | None) -> ServerTiming | None:
+    """Mean, p50 and p99 of a histogram's delta, in ms; None without observations."""
+    if histogram is None or histogram.count == 0 or histogram.mean is None:
+        return None
+    return ServerTiming(1e3 * histogram.mean, _ms(histogram.quantile(0.5)), _ms(histogram.quantile(0.99)))
+
+
+def server_view(before: Snapshot, after: Snapshot) -> ServerView:
     """What the server saw between two scrapes: mean batch size, queue-wait and compute percentiles.
 
-    Returns:
-        ``{"requests", "batches", "mean_batch_size", "queue_ms": {...}, "compute_ms": {...}, "request_ms":
-        {...}, "source"}`` with None where the server does not expose the series.
+    Raises:
+        ValueError: a histogram's counts went down in between (a restart, or per-worker counters).
     """
     # A labelled series appears at its first observation: absent before the step means zero before it.
     deltas = {
@@ -92,17 +156,6 @@ def server_view(before: Snapshot, after: Snapshot) -> dict[str, Any]:
         if name in after.histograms
     }
     counters = {name: after.counters.get(name, 0.0) - before.counters.get(name, 0.0) for name in COUNTERS}
-
-    def summary(key: str) -> dict[str, float | None] | None:
-        histogram = deltas.get(key)
-        if histogram is None or histogram.count == 0:
-            return None
-        return {
-            "mean": _ms(histogram.mean),
-            "p50": _ms(histogram.quantile(0.5)),
-            "p99": _ms(histogram.quantile(0.99)),
-        }
-
     batch = deltas.get("batch_size")
     executions = counters["nv_inference_exec_count"]
     successes = counters["nv_inference_request_success"]
@@ -112,19 +165,19 @@ def server_view(before: Snapshot, after: Snapshot) -> dict[str, Any]:
         mean_batch, batches, source = counters["nv_inference_count"] / executions, executions, "nv_inference counters"
     else:
         mean_batch, batches, source = None, 0.0, "no batch metrics"
-    view: dict[str, Any] = {
-        "source": source,
-        "requests": successes,
-        "batches": batches,
-        "mean_batch_size": mean_batch,
-        "queue_ms": summary("queue"),
-        "compute_ms": summary("compute"),
-        "request_ms": summary("request"),
-        "preprocess_ms": summary("preprocess"),
-    }
-    if view["queue_ms"] is None and successes > 0:
-        view["queue_ms"] = {"mean": counters["nv_inference_queue_duration_us"] / successes / 1e3}
-    if view["compute_ms"] is None and successes > 0:
+    queue, compute = _timing(deltas.get("queue")), _timing(deltas.get("compute"))
+    if queue is None and successes > 0:
+        queue = ServerTiming(counters["nv_inference_queue_duration_us"] / successes / 1e3)
+    if compute is None and successes > 0:
         # Triton charges every request of a batch the batch's compute time, so this is a per-request mean.
-        view["compute_ms"] = {"mean": counters["nv_inference_compute_infer_duration_us"] / successes / 1e3}
-    return view
+        compute = ServerTiming(counters["nv_inference_compute_infer_duration_us"] / successes / 1e3)
+    return ServerView(
+        source=source,
+        requests=successes,
+        batches=batches,
+        mean_batch_size=mean_batch,
+        queue_ms=queue,
+        compute_ms=compute,
+        request_ms=_timing(deltas.get("request")),
+        preprocess_ms=_timing(deltas.get("preprocess")),
+    )

@@ -1,4 +1,4 @@
-"""Reports of a sweep: each step's entry (from the generator's raw result), the printed table, the JSON file.
+"""Reports of a sweep: each step's summary (from the loop's raw result), the printed table, the JSON file.
 
 The JSON report is the source of truth (``runner.run_sweep`` builds it from ``summarise``); the table is a view of
 it, so a saved report prints again with ``python -m loadtest --show REPORT.json``.
@@ -7,14 +7,13 @@ it, so a saved report prints again with ``python -m loadtest --show REPORT.json`
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from loadtest.generators import StepResult
+from loadtest.load_loop import StepResult
+from loadtest.prom import ServerTiming, ServerView
+from loadtest.results import GeneratorView, Latency, Load, OpenLoad, ServerProcess, StepReport, SweepReport
 from loadtest.stats import LatencySummary
-
-if TYPE_CHECKING:  # runner imports this module
-    from loadtest.runner import Plan
 
 #: Share of one core above which the generator, not the server, may be what limits a step.
 GENERATOR_CPU_WARNING = 0.9
@@ -22,50 +21,73 @@ GENERATOR_CPU_WARNING = 0.9
 SEND_LAG_WARNING_S = 0.002
 
 
-def summarise(plan: Plan, load: float, result: StepResult) -> dict[str, Any]:
-    """One step's report entry from its raw result (server fields are added by the caller)."""
-    latency = LatencySummary.of(result.latencies_s)
-    errors = {k: v for k, v in sorted(result.outcomes.items()) if not (k.isdigit() and 200 <= int(k) < 300)}
-    cpu_fraction = result.cpu_s / result.span_s if result.span_s > 0 else 0.0
-    lag_mean = result.lag_sum_s / result.sent if result.sent else 0.0
+def _warnings(
+    load: Load, result: StepResult, cpu_fraction: float, lag_mean_s: float, max_connections: int
+) -> list[str]:
+    """Why the step's figures may not describe the server: a busy generator, a late schedule, no success."""
     warnings = []
     if cpu_fraction >= GENERATOR_CPU_WARNING:
         warnings.append(
             f"the load generator used {cpu_fraction:.0%} of a core: it, not the server, may be the bottleneck; "
             "run it on another machine, or compare with a lower load"
         )
-    if plan.mode == "open" and lag_mean > SEND_LAG_WARNING_S:
+    if isinstance(load, OpenLoad) and lag_mean_s > SEND_LAG_WARNING_S:
         warnings.append(
-            f"requests were sent {1e3 * lag_mean:.1f} ms after their scheduled time on average (max "
+            f"requests were sent {1e3 * lag_mean_s:.1f} ms after their scheduled time on average (max "
             f"{1e3 * result.lag_max_s:.1f} ms), waiting for a free or new connection (a saturated server accepts "
-            f"slowly; the pool holds at most {plan.max_connections}) or for a busy generator; latencies include "
+            f"slowly; the pool holds at most {max_connections}) or for a busy generator; latencies include "
             "that wait, as a user's would"
         )
     if result.ok == 0:
         warnings.append("no request succeeded in this step")
-    load_info: dict[str, Any] = (
-        {"concurrency": int(load)} if plan.mode == "closed" else {"rate_per_s": load, "arrival": plan.arrival}
+    return warnings
+
+
+def summarise(
+    load: Load,
+    result: StepResult,
+    images_per_request: int,
+    max_connections: int,
+    server: ServerView | None = None,
+    server_process: ServerProcess | None = None,
+    server_problems: Sequence[str] = (),
+) -> StepReport:
+    """One step's report from the loop's raw result and what was learnt of the server around it.
+
+    Args:
+        load: The step's load level.
+        result: What the loop recorded.
+        images_per_request: Rows (images) each request carries, for images/s.
+        max_connections: The open loop's pool bound, quoted when the schedule slipped.
+        server: The server's view from /metrics, when scraped.
+        server_process: The server process's CPU use, when it is local.
+        server_problems: Why there is no server view (warnings after the generator's own).
+    """
+    latency = LatencySummary.of(result.latencies_s)
+    errors = {k: v for k, v in sorted(result.outcomes.items()) if not (k.isdigit() and 200 <= int(k) < 300)}
+    cpu_fraction = result.cpu_s / result.span_s if result.span_s > 0 else 0.0
+    lag_mean_s = result.lag_sum_s / result.sent if result.sent else 0.0
+    return StepReport(
+        load=load,
+        requests=result.completed,
+        ok=result.ok,
+        errors=errors,
+        window_s=result.window_s,
+        span_s=result.span_s,
+        throughput_rps=result.window_ok / result.window_s,
+        images_per_s=result.window_ok * images_per_request / result.window_s,
+        latency=Latency.of(latency) if latency else None,
+        generator=GeneratorView(
+            cpu_percent=100 * cpu_fraction,
+            connections=result.connections,
+            send_lag_mean_ms=1e3 * lag_mean_s,
+            send_lag_max_ms=1e3 * result.lag_max_s,
+            max_backlog=result.max_backlog,
+        ),
+        server=server,
+        server_process=server_process,
+        warnings=(*_warnings(load, result, cpu_fraction, lag_mean_s, max_connections), *server_problems),
     )
-    return {
-        "load": load_info,
-        "requests": result.completed,
-        "ok": result.ok,
-        "errors": errors,
-        "window_s": result.window_s,
-        "span_s": result.span_s,
-        "throughput_rps": result.window_ok / result.window_s,
-        "images_per_s": result.window_ok * plan.workload.images_per_request / result.window_s,
-        "latency_ms": latency.to_ms() if latency else None,
-        "generator": {
-            "cpu_percent": 100 * cpu_fraction,
-            "connections": result.connections,
-            "send_lag_ms": {"mean": 1e3 * lag_mean, "max": 1e3 * result.lag_max_s},
-            "max_backlog": result.max_backlog,
-        },
-        "server": None,
-        "server_process": None,
-        "warnings": warnings,
-    }
 
 
 _COLUMNS = (
@@ -93,66 +115,64 @@ def _num(value: float | None, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
-def _pair(summary: dict[str, Any] | None) -> str:
-    if not summary:
+def _pair(timing: ServerTiming | None) -> str:
+    if timing is None:
         return "-"
-    if "p50" not in summary:
-        return f"mean {_num(summary.get('mean'))}"
-    return f"{_num(summary['p50'])}/{_num(summary['p99'])}"
+    if timing.p50_ms is None or timing.p99_ms is None:
+        return f"mean {_num(timing.mean_ms)}"
+    return f"{_num(timing.p50_ms)}/{_num(timing.p99_ms)}"
 
 
-def load_label(step: dict[str, Any]) -> str:
-    """``c=16`` for a closed-loop step, ``500/s poisson`` for an open-loop one."""
-    load = step["load"]
-    if "concurrency" in load:
-        return f"c={load['concurrency']}"
-    return f"{load['rate_per_s']:g}/s {load['arrival']}"
-
-
-def _row(step: dict[str, Any]) -> list[str]:
-    latency = step["latency_ms"] or {}
-    server = step["server"] or {}
-    errors = ", ".join(f"{k}: {v}" for k, v in step["errors"].items()) or "0"
+def _row(step: StepReport) -> list[str]:
+    latency = step.latency
+    percentiles = (
+        (latency.p50_ms, latency.p90_ms, latency.p99_ms, latency.p999_ms, latency.max_ms) if latency else (None,) * 5
+    )
+    server = step.server
+    errors = ", ".join(f"{k}: {v}" for k, v in step.errors.items()) or "0"
     return [
-        load_label(step),
-        _num(step["throughput_rps"], 1),
-        _num(step["images_per_s"], 1),
-        *(_num(latency.get(key)) for key in ("p50", "p90", "p99", "p99.9", "max")),
+        step.load.label,
+        _num(step.throughput_rps, 1),
+        _num(step.images_per_s, 1),
+        *(_num(value) for value in percentiles),
         errors,
-        _num(server.get("mean_batch_size")),
-        _pair(server.get("queue_ms")),
-        _pair(server.get("compute_ms")),
-        f"{step['generator']['cpu_percent']:.0f}%",
+        _num(server.mean_batch_size if server else None),
+        _pair(server.queue_ms if server else None),
+        _pair(server.compute_ms if server else None),
+        f"{step.generator.cpu_percent:.0f}%",
     ]
 
 
-def table(report: dict[str, Any]) -> str:
+def table(report: SweepReport) -> str:
     """The sweep as an aligned text table, headed by the target and followed by every step's warnings."""
-    target = report["target"]
-    rows = [[name for name, _ in _COLUMNS], *(_row(step) for step in report["steps"])]
+    target = report.target
+    rows = [[name for name, _ in _COLUMNS], *(_row(step) for step in report.steps)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
-    lines = [f"{target['url']}  model {target['model']}  {target['workload']}"]
+    lines = [f"{target.url}  model {target.model}  {target.workload}"]
     for row in rows:
         cells = [f"{cell:{align}{width}}" for cell, (_, align), width in zip(row, _COLUMNS, widths, strict=True)]
         lines.append("  ".join(cells).rstrip())
-    for step in report["steps"]:
-        lines += [f"warning ({load_label(step)}): {warning}" for warning in step["warnings"]]
+    for step in report.steps:
+        lines += [f"warning ({step.load.label}): {warning}" for warning in step.warnings]
     return "\n".join(lines)
 
 
-def write_json(report: dict[str, Any], path: Path) -> None:
+def write_json(report: SweepReport, path: Path) -> None:
     """Write the report (creating the folder)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    path.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
 
 
-def read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> SweepReport:
     """Read a report written by ``write_json``.
 
     Raises:
         ValueError: the file is not a loadtest report.
     """
-    report = json.loads(path.read_text())
-    if not isinstance(report, dict) or "steps" not in report or "target" not in report:
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict) or "steps" not in data or "target" not in data:
         raise ValueError(f"{path} is not a loadtest JSON report (no 'steps' and 'target')")
-    return report
+    try:
+        return SweepReport.from_dict(data)
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{path} is not a loadtest JSON report as this version writes it: {err!r}") from err

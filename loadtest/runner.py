@@ -1,7 +1,7 @@
 """Runs a sweep: for each load level, warm up, scrape /metrics, measure, drain, scrape again, summarise.
 
-``run_sweep(plan)`` is the harness as a library (the CLI and the benchmark suite call it); it returns the JSON
-report as a dict. A live progress line goes to stderr while a step runs.
+``run_sweep(plan)`` is the harness as a library (the CLI and the benchmark suite call it); it returns the sweep's
+``SweepReport``. A live progress line goes to stderr while a step runs.
 """
 
 from __future__ import annotations
@@ -12,16 +12,19 @@ import datetime as dt
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import uvloop
 
 from loadtest import __version__
-from loadtest.generators import Driver
+from loadtest.closed_loop import ClosedLoop
 from loadtest.http import Endpoint, exchange, get
+from loadtest.load_loop import LoadLoop
+from loadtest.open_loop import OpenLoop
 from loadtest.payloads import Workload
-from loadtest.prom import Snapshot, parse, server_view
+from loadtest.prom import ServerView, Snapshot, parse, server_view
 from loadtest.report import summarise
+from loadtest.results import Arrival, ClosedLoad, Load, OpenLoad, ServerProcess, StepReport, SweepReport, Target
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,7 @@ class Plan:
     workload: Workload
     mode: Literal["closed", "open"]
     loads: tuple[float, ...]
-    arrival: Literal["poisson", "constant"] = "poisson"
+    arrival: Arrival = "poisson"
     duration_s: float = 10.0
     max_requests: int = 100_000
     warmup_s: float = 1.0
@@ -87,7 +90,7 @@ def _server_cpu_s(pid: int | None) -> float | None:
         return None
 
 
-async def _progress(driver: Driver, label: str, plan: Plan) -> None:
+async def _progress(driver: LoadLoop, label: str) -> None:
     """A live status line on stderr (rewritten in place on a terminal, one line per 5 s otherwise)."""
     tty = sys.stderr.isatty()
     period = 0.5 if tty else 5.0
@@ -106,26 +109,58 @@ async def _progress(driver: Driver, label: str, plan: Plan) -> None:
         sys.stderr.flush()
 
 
-def _label(plan: Plan, load: float) -> str:
-    return f"concurrency {load:g}" if plan.mode == "closed" else f"{load:g} req/s {plan.arrival}"
+def _load(plan: Plan, level: float) -> Load:
+    """The plan's load level as the report names it.
+
+    Raises:
+        ValueError: a closed-loop level that is not a whole number of users.
+    """
+    if plan.mode == "open":
+        return OpenLoad(level, plan.arrival)
+    if level < 1 or level != int(level):
+        raise ValueError(f"concurrency {level} is not a whole number >= 1")
+    return ClosedLoad(int(level))
 
 
-async def run_step(plan: Plan, load: float) -> dict[str, Any]:
+def _label(load: Load) -> str:
+    if isinstance(load, ClosedLoad):
+        return f"concurrency {load.concurrency}"
+    return f"{load.rate_per_s:g} req/s {load.arrival}"
+
+
+async def _start(plan: Plan, load: Load) -> tuple[LoadLoop, int]:
+    """Start the loop that ``load`` calls for; returns it with the answers its warm-up and window wait for."""
+    if isinstance(load, ClosedLoad):
+        users = ClosedLoop(plan.endpoint, plan.workload, plan.timeout_s)
+        await users.start(load.concurrency)
+        return users, load.concurrency
+    schedule = OpenLoop(plan.endpoint, plan.workload, plan.timeout_s, plan.max_connections)
+    schedule.start(load.rate_per_s, load.arrival == "poisson", plan.seed)
+    return schedule, 0
+
+
+def _server(
+    before: Snapshot | None, after: Snapshot | None, problem: str | None
+) -> tuple[ServerView | None, list[str]]:
+    """The server's view between two scrapes, or why there is none."""
+    if before is not None and after is not None:
+        try:
+            return server_view(before, after), []
+        except ValueError as err:
+            return None, [str(err)]
+    return None, [f"no server-side view: {problem}"] if problem else []
+
+
+async def run_step(plan: Plan, level: float) -> StepReport:
     """Warm up, measure one load level within the plan's bounds, and report it with the server's view."""
-    driver = Driver(plan.endpoint, plan.workload, plan.timeout_s, plan.max_connections)
-    label = _label(plan, load)
-    if plan.mode == "closed":
-        if load < 1 or load != int(load):
-            raise ValueError(f"concurrency {load} is not a whole number >= 1")
-        await driver.start_closed(int(load))
-    else:
-        driver.start_open(load, plan.arrival == "poisson", plan.seed)
-    ticker = asyncio.get_running_loop().create_task(_progress(driver, label, plan)) if plan.progress else None
+    load = _load(plan, level)
+    driver, answers = await _start(plan, load)
+    ticker = asyncio.get_running_loop().create_task(_progress(driver, _label(load))) if plan.progress else None
     try:
-        await driver.warm_up(plan.warmup_s, int(load) if plan.mode == "closed" else 0)
+        await driver.warm_up(plan.warmup_s, answers)
         before, problem = await _scrape(plan)
         cpu_before = _server_cpu_s(plan.server_pid)
-        driver.measure(plan.duration_s, plan.max_requests, int(load) if plan.mode == "closed" else 0)
+        driver.measure(plan.duration_s, plan.max_requests, answers)
         result = await driver.finish()
         cpu_after = _server_cpu_s(plan.server_pid)
         after, problem_after = await _scrape(plan)
@@ -133,44 +168,30 @@ async def run_step(plan: Plan, load: float) -> dict[str, Any]:
         if ticker is not None:
             ticker.cancel()
             sys.stderr.write("\n" if sys.stderr.isatty() else "")
-    step = summarise(plan, load, result)
-    if before is not None and after is not None:
-        try:
-            step["server"] = server_view(before, after)
-        except ValueError as err:
-            step["warnings"].append(str(err))
-    elif problem or problem_after:
-        step["warnings"].append(f"no server-side view: {problem or problem_after}")
+    server, problems = _server(before, after, problem or problem_after)
+    process = None
     if cpu_before is not None and cpu_after is not None:
-        step["server_process"] = {
-            "pid": plan.server_pid,
-            "cpu_percent": 100 * (cpu_after - cpu_before) / result.span_s,
-        }
-    return step
+        process = ServerProcess(plan.server_pid, 100 * (cpu_after - cpu_before) / result.span_s)
+    images = plan.workload.images_per_request
+    return summarise(load, result, images, plan.max_connections, server, process, problems)
 
 
-async def run_sweep_async(plan: Plan) -> dict[str, Any]:
-    """Probe once, then run every load level in order; returns the JSON report."""
+async def run_sweep_async(plan: Plan) -> SweepReport:
+    """Probe once, then run every load level in order; returns the sweep's report."""
     await probe(plan)
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    steps = [await run_step(plan, load) for load in plan.loads]
+    steps = tuple([await run_step(plan, level) for level in plan.loads])
     settings = {k: v for k, v in asdict(plan).items() if k not in ("endpoint", "workload", "loads", "progress")}
-    return {
-        "tool": "cnnserve loadtest",
-        "version": __version__,
-        "started_at": started,
-        "target": {
-            "url": plan.endpoint.url,
-            "model": plan.model,
-            "workload": plan.workload.description,
-            "images_per_request": plan.workload.images_per_request,
-            "body_bytes": plan.workload.body_bytes,
-        },
-        "settings": settings,
-        "steps": steps,
-    }
+    target = Target(
+        url=plan.endpoint.url,
+        model=plan.model,
+        workload=plan.workload.description,
+        images_per_request=plan.workload.images_per_request,
+        body_bytes=plan.workload.body_bytes,
+    )
+    return SweepReport("cnnserve loadtest", __version__, started, target, settings, steps)
 
 
-def run_sweep(plan: Plan) -> dict[str, Any]:
+def run_sweep(plan: Plan) -> SweepReport:
     """``run_sweep_async`` on a fresh uvloop event loop."""
     return uvloop.run(run_sweep_async(plan))

@@ -51,13 +51,6 @@ class LatencySummary:
             percentiles_s={p: percentile(ordered, p) for p in PERCENTILES},
         )
 
-    def to_ms(self) -> dict[str, float]:
-        """``{"p50": ms, …, "mean": ms, "max": ms}`` for reports."""
-        out = {f"p{p:g}": 1e3 * v for p, v in self.percentiles_s.items()}
-        out["mean"] = 1e3 * self.mean_s
-        out["max"] = 1e3 * self.max_s
-        return out
-
 
 @dataclass(frozen=True)
 class Histogram:

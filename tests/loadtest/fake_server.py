@@ -1,4 +1,4 @@
-"""A deliberately slow HTTP/1.1 server on 127.0.0.1 for generator tests: one request at a time, fixed service time.
+"""A deliberately slow HTTP/1.1 server on 127.0.0.1 for load-loop tests: one request at a time, fixed service time.
 
 It is the fault injected into the harness's tests (a real server would be too fast to show queueing); the
 harness's client, parser and schedule under test are the real ones.

@@ -13,6 +13,7 @@ import pytest
 from bench import servers
 from loadtest.http import Endpoint
 from loadtest.payloads import v2_workload
+from loadtest.results import ClosedLoad
 from loadtest.runner import Plan, run_sweep
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -51,21 +52,29 @@ def test_closed_loop_sweep_reports_client_and_server_views(service: tuple[str, i
         progress=False,
     )
     report = run_sweep(plan)
-    assert [s["load"] for s in report["steps"]] == [{"concurrency": 1}, {"concurrency": 8}]
-    for step in report["steps"]:
-        assert step["errors"] == {}, step
-        assert step["throughput_rps"] > 0
-        assert 0 < step["ok"] <= 2_000
-        assert 0 < step["latency_ms"]["p50"] <= step["latency_ms"]["p99"] <= step["latency_ms"]["max"]
-        server = step["server"]
-        assert server["source"] == "cnnserve histograms"
-        assert server["mean_batch_size"] >= 1.0
+    assert [s.load for s in report.steps] == [ClosedLoad(1), ClosedLoad(8)]
+    for step in report.steps:
+        assert step.errors == {}, step
+        assert step.throughput_rps > 0
+        assert 0 < step.ok <= 2_000
+        assert step.latency is not None
+        assert 0 < step.latency.p50_ms <= step.latency.p99_ms <= step.latency.max_ms
+        server = step.server
+        assert server is not None
+        assert server.source == "cnnserve histograms"
+        assert server.mean_batch_size is not None
+        assert server.mean_batch_size >= 1.0
         # The server counted what the client measured, give or take the requests crossing the step's edges
         # while /metrics was being scraped under load (up to the concurrency, plus the scrape's own duration).
-        assert abs(server["requests"] - step["ok"]) <= 8 + 0.05 * step["ok"]
-        assert server["compute_ms"]["p50"] > 0
-        assert step["server_process"]["cpu_percent"] > 0
-    assert report["steps"][0]["server"]["mean_batch_size"] == pytest.approx(1.0)  # one user: nothing to batch
+        assert abs(server.requests - step.ok) <= 8 + 0.05 * step.ok
+        assert server.compute_ms is not None
+        assert server.compute_ms.p50_ms is not None
+        assert server.compute_ms.p50_ms > 0
+        assert step.server_process is not None
+        assert step.server_process.cpu_percent > 0
+    first = report.steps[0].server
+    assert first is not None
+    assert first.mean_batch_size == pytest.approx(1.0)  # one user: nothing to batch
 
 
 def test_cli_rest_target_writes_the_json_report(service: tuple[str, int], tmp_path: Path) -> None:

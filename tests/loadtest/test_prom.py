@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from loadtest.prom import parse, server_view
+from loadtest.prom import ServerTiming, parse, server_view
 from loadtest.stats import Histogram as Buckets
 
 INF = float("inf")
@@ -68,13 +68,14 @@ def test_server_view_from_two_real_scrapes() -> None:
         queue.labels("m").observe(wait)
     after = parse(generate_latest(registry).decode(), "m")
     view = server_view(before, after)
-    assert view["source"] == "cnnserve histograms"
-    assert view["batches"] == 4
-    assert view["mean_batch_size"] == pytest.approx(4.0)  # (2 + 4 + 4 + 6) / 4
+    assert view.source == "cnnserve histograms"
+    assert view.batches == 4
+    assert view.mean_batch_size == pytest.approx(4.0)  # (2 + 4 + 4 + 6) / 4
     # Queue waits: 1 in (0, 1 ms], 2 in (1, 2 ms], 1 in (2, 4 ms]; median rank 2 -> 1 of 2 into (1, 2] ms.
-    assert view["queue_ms"]["p50"] == pytest.approx(1.5)
-    assert view["queue_ms"]["mean"] == pytest.approx(1.625)
-    assert view["compute_ms"] is None  # not exposed by this server
+    assert view.queue_ms is not None
+    assert view.queue_ms.p50_ms == pytest.approx(1.5)
+    assert view.queue_ms.mean_ms == pytest.approx(1.625)
+    assert view.compute_ms is None  # not exposed by this server
 
 
 TRITON_TEXT = """# TYPE nv_inference_count counter
@@ -90,7 +91,7 @@ def test_triton_counters_give_means_when_there_are_no_histograms() -> None:
     before = parse(TRITON_TEXT.format(count=10, execs=10, ok=10, queue_us=1000, compute_us=5000), "m")
     after = parse(TRITON_TEXT.format(count=110, execs=35, ok=60, queue_us=11000, compute_us=55000), "m")
     view = server_view(before, after)
-    assert view["source"] == "nv_inference counters"
-    assert view["mean_batch_size"] == pytest.approx(100 / 25)
-    assert view["queue_ms"] == {"mean": pytest.approx(10000 / 50 / 1e3)}
-    assert view["compute_ms"] == {"mean": pytest.approx(50000 / 50 / 1e3)}
+    assert view.source == "nv_inference counters"
+    assert view.mean_batch_size == pytest.approx(100 / 25)
+    assert view.queue_ms == ServerTiming(pytest.approx(10000 / 50 / 1e3))
+    assert view.compute_ms == ServerTiming(pytest.approx(50000 / 50 / 1e3))

@@ -4,23 +4,26 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any, Literal
 
 import pytest
 
 from loadtest.cli import main
-from loadtest.generators import StepResult
-from loadtest.http import Endpoint
+from loadtest.load_loop import StepResult
 from loadtest.payloads import Workload
 from loadtest.plot import plot
+from loadtest.prom import ServerTiming, ServerView
 from loadtest.report import read_json, summarise, table, write_json
-from loadtest.runner import Plan
+from loadtest.results import ClosedLoad, OpenLoad, SweepReport, Target
 
 WORKLOAD = Workload("v2 binary tensors, 4 row(s)/request", (b"",), 4, 1000)
-
-
-def _plan(mode: Literal["closed", "open"] = "closed") -> Plan:
-    return Plan(Endpoint("127.0.0.1", 1), "m", WORKLOAD, mode, (1.0, 8.0))
+SERVER = ServerView(
+    source="cnnserve histograms",
+    requests=100.0,
+    batches=13.0,
+    mean_batch_size=7.5,
+    queue_ms=ServerTiming(0.5, p50_ms=0.4, p99_ms=2.0),
+    compute_ms=ServerTiming(3.0),
+)
 
 
 def _result(latencies_ms: list[float], errors: dict[str, int], cpu_s: float = 0.1) -> StepResult:
@@ -29,37 +32,48 @@ def _result(latencies_ms: list[float], errors: dict[str, int], cpu_s: float = 0.
     return StepResult([v / 1e3 for v in latencies_ms], outcomes, 2.0, n, span_s=2.0, cpu_s=cpu_s, sent=n)
 
 
-def _report() -> dict[str, Any]:
-    plan = _plan()
-    steps = [
-        summarise(plan, 1, _result([1.0, 2.0, 3.0, 4.0], {})),
-        summarise(plan, 8, _result([5.0] * 99 + [50.0], {"429": 3, "timeout": 1}, cpu_s=1.95)),
-    ]
-    steps[1]["server"] = {"mean_batch_size": 7.5, "queue_ms": {"p50": 0.4, "p99": 2.0}, "compute_ms": {"mean": 3.0}}
-    return {"target": {"url": "http://127.0.0.1:1", "model": "m", "workload": WORKLOAD.description}, "steps": steps}
+def _report() -> SweepReport:
+    steps = (
+        summarise(ClosedLoad(1), _result([1.0, 2.0, 3.0, 4.0], {}), 4, 1024),
+        summarise(ClosedLoad(8), _result([5.0] * 99 + [50.0], {"429": 3, "timeout": 1}, cpu_s=1.95), 4, 1024, SERVER),
+    )
+    target = Target("http://127.0.0.1:1", "m", WORKLOAD.description, 4, 1000)
+    return SweepReport("cnnserve loadtest", "0.1.0", "2026-01-01T00:00:00+00:00", target, {"model": "m"}, steps)
 
 
 def test_summary_counts_images_errors_and_generator_cpu() -> None:
-    step = _report()["steps"][1]
-    assert step["ok"] == 100
-    assert step["requests"] == 104
-    assert step["errors"] == {"429": 3, "timeout": 1}
-    assert step["throughput_rps"] == pytest.approx(50.0)
-    assert step["images_per_s"] == pytest.approx(200.0)  # 4 rows per request
-    assert step["latency_ms"]["p99"] == pytest.approx(5.0)
-    assert step["latency_ms"]["max"] == pytest.approx(50.0)
-    assert step["generator"]["cpu_percent"] == pytest.approx(97.5)
-    assert any("bottleneck" in w for w in step["warnings"])
-    assert _report()["steps"][0]["warnings"] == []
+    step = _report().steps[1]
+    assert step.ok == 100
+    assert step.requests == 104
+    assert step.errors == {"429": 3, "timeout": 1}
+    assert step.throughput_rps == pytest.approx(50.0)
+    assert step.images_per_s == pytest.approx(200.0)  # 4 rows per request
+    assert step.latency is not None
+    assert step.latency.p99_ms == pytest.approx(5.0)
+    assert step.latency.max_ms == pytest.approx(50.0)
+    assert step.generator.cpu_percent == pytest.approx(97.5)
+    assert step.server == SERVER
+    assert any("bottleneck" in w for w in step.warnings)
+    assert _report().steps[0].warnings == ()
 
 
 def test_open_loop_lag_is_reported_and_warned() -> None:
     result = _result([10.0], {})
     result.lag_sum_s, result.lag_max_s = 0.05, 0.05
-    step = summarise(_plan("open"), 100.0, result)
-    assert step["load"] == {"rate_per_s": 100.0, "arrival": "poisson"}
-    assert step["generator"]["send_lag_ms"] == {"mean": pytest.approx(50.0), "max": pytest.approx(50.0)}
-    assert any("after their scheduled time" in w for w in step["warnings"])
+    step = summarise(OpenLoad(100.0, "poisson"), result, 4, 1024)
+    assert step.load.to_dict() == {"rate_per_s": 100.0, "arrival": "poisson"}
+    assert step.generator.send_lag_mean_ms == pytest.approx(50.0)
+    assert step.generator.send_lag_max_ms == pytest.approx(50.0)
+    assert any("after their scheduled time" in w and "at most 1024" in w for w in step.warnings)
+
+
+def test_server_problems_follow_the_generator_warnings() -> None:
+    result = _result([], {"timeout": 2})
+    step = summarise(
+        ClosedLoad(2), result, 1, 1024, server_problems=("no server-side view: GET /metrics answered 404",)
+    )
+    assert step.latency is None
+    assert step.warnings == ("no request succeeded in this step", "no server-side view: GET /metrics answered 404")
 
 
 def test_table_has_a_row_per_step_and_lists_warnings() -> None:

@@ -8,7 +8,8 @@ import time
 import pytest
 from fake_server import FakeServer, serve
 
-from loadtest.generators import Driver
+from loadtest.closed_loop import ClosedLoop
+from loadtest.open_loop import OpenLoop
 from loadtest.payloads import Workload
 
 
@@ -24,8 +25,8 @@ async def test_open_loop_latency_counts_the_wait_behind_a_slow_server() -> None:
     coordinated-omission error) every request would look like ~20 ms.
     """
     async with serve(FakeServer(service_time_s=0.02)) as fake:
-        driver = Driver(fake.endpoint, _workload(fake), timeout_s=5.0, max_connections=1)
-        driver.start_open(100.0, poisson=False, seed=0)
+        driver = OpenLoop(fake.endpoint, _workload(fake), timeout_s=5.0, max_connections=1)
+        driver.start(100.0, poisson=False, seed=0)
         driver.measure(0.5, max_requests=50)
         result = await driver.finish()
     assert result.outcomes == {"200": 50}
@@ -39,8 +40,8 @@ async def test_open_loop_latency_counts_the_wait_behind_a_slow_server() -> None:
 
 async def test_open_loop_keeps_the_schedule_with_enough_connections() -> None:
     async with serve(FakeServer(service_time_s=0.0)) as fake:
-        driver = Driver(fake.endpoint, _workload(fake), timeout_s=5.0, max_connections=64)
-        driver.start_open(200.0, poisson=True, seed=1)
+        driver = OpenLoop(fake.endpoint, _workload(fake), timeout_s=5.0, max_connections=64)
+        driver.start(200.0, poisson=True, seed=1)
         started = time.perf_counter()
         driver.measure(1.0, max_requests=10_000)
         result = await driver.finish()
@@ -52,8 +53,8 @@ async def test_open_loop_keeps_the_schedule_with_enough_connections() -> None:
 
 async def test_closed_loop_stops_at_the_request_cap_and_discards_warm_up() -> None:
     async with serve(FakeServer(service_time_s=0.001)) as fake:
-        driver = Driver(fake.endpoint, _workload(fake), timeout_s=5.0, max_connections=8)
-        await driver.start_closed(4)
+        driver = ClosedLoop(fake.endpoint, _workload(fake), timeout_s=5.0)
+        await driver.start(4)
         await asyncio.sleep(0.2)
         warm = fake.served
         driver.measure(30.0, max_requests=37)
@@ -68,8 +69,8 @@ async def test_closed_loop_stops_at_the_request_cap_and_discards_warm_up() -> No
 
 async def test_closed_loop_stops_at_the_duration() -> None:
     async with serve(FakeServer(service_time_s=0.005)) as fake:
-        driver = Driver(fake.endpoint, _workload(fake), timeout_s=5.0, max_connections=8)
-        await driver.start_closed(2)
+        driver = ClosedLoop(fake.endpoint, _workload(fake), timeout_s=5.0)
+        await driver.start(2)
         started = time.perf_counter()
         driver.measure(0.3, max_requests=1_000_000)
         result = await driver.finish()
@@ -81,8 +82,8 @@ async def test_closed_loop_stops_at_the_duration() -> None:
 
 async def test_unanswered_requests_time_out_and_the_step_still_ends() -> None:
     async with serve(FakeServer(never_answer=True)) as fake:
-        driver = Driver(fake.endpoint, _workload(fake), timeout_s=0.2, max_connections=8)
-        await driver.start_closed(3)
+        driver = ClosedLoop(fake.endpoint, _workload(fake), timeout_s=0.2)
+        await driver.start(3)
         started = time.perf_counter()
         driver.measure(0.3, max_requests=100)
         result = await driver.finish()
@@ -93,8 +94,8 @@ async def test_unanswered_requests_time_out_and_the_step_still_ends() -> None:
 
 async def test_error_statuses_are_counted_not_timed() -> None:
     async with serve(FakeServer(status=429)) as fake:
-        driver = Driver(fake.endpoint, _workload(fake), timeout_s=1.0, max_connections=8)
-        await driver.start_closed(2)
+        driver = ClosedLoop(fake.endpoint, _workload(fake), timeout_s=1.0)
+        await driver.start(2)
         driver.measure(5.0, max_requests=20)
         result = await driver.finish()
     assert result.outcomes == {"429": 20}
@@ -103,8 +104,8 @@ async def test_error_statuses_are_counted_not_timed() -> None:
 
 async def test_server_closing_each_connection_is_followed_by_a_reconnect() -> None:
     async with serve(FakeServer(close_after_response=True)) as fake:
-        driver = Driver(fake.endpoint, _workload(fake), timeout_s=1.0, max_connections=8)
-        await driver.start_closed(2)
+        driver = ClosedLoop(fake.endpoint, _workload(fake), timeout_s=1.0)
+        await driver.start(2)
         driver.measure(5.0, max_requests=30)
         result = await driver.finish()
     assert result.outcomes["200"] >= 28  # a request racing the close may be lost, never silently
@@ -118,8 +119,8 @@ async def test_throughput_counts_answers_inside_the_window_when_latency_exceeds_
     answers inside the window (whenever sent) divided by the window give the server's 20/s.
     """
     async with serve(FakeServer(service_time_s=0.05)) as fake:
-        driver = Driver(fake.endpoint, _workload(fake), timeout_s=5.0, max_connections=8)
-        await driver.start_closed(4)
+        driver = ClosedLoop(fake.endpoint, _workload(fake), timeout_s=5.0)
+        await driver.start(4)
         await asyncio.sleep(0.4)
         driver.measure(0.5, max_requests=1000)
         result = await driver.finish()
@@ -132,8 +133,8 @@ async def test_throughput_counts_answers_inside_the_window_when_latency_exceeds_
 async def test_closed_loop_warm_up_waits_for_every_user_to_be_answered() -> None:
     """8 users behind a 50 ms-per-request server: the first round takes 0.4 s, far beyond a 0.05 s warm-up."""
     async with serve(FakeServer(service_time_s=0.05)) as fake:
-        driver = Driver(fake.endpoint, _workload(fake), timeout_s=5.0, max_connections=8)
-        await driver.start_closed(8)
+        driver = ClosedLoop(fake.endpoint, _workload(fake), timeout_s=5.0)
+        await driver.start(8)
         started = time.perf_counter()
         await driver.warm_up(0.05, answers=8)
         assert time.perf_counter() - started > 0.3
@@ -146,8 +147,8 @@ async def test_closed_loop_warm_up_waits_for_every_user_to_be_answered() -> None
 async def test_window_stays_open_until_a_bursty_server_answers() -> None:
     """A server answering 4 users every 0.3 s (one 'batch' per round) and a 0.1 s window: still measured."""
     async with serve(FakeServer(service_time_s=0.075)) as fake:
-        driver = Driver(fake.endpoint, _workload(fake), timeout_s=5.0, max_connections=8)
-        await driver.start_closed(4)
+        driver = ClosedLoop(fake.endpoint, _workload(fake), timeout_s=5.0)
+        await driver.start(4)
         await driver.warm_up(0.0, answers=4)
         driver.measure(0.1, max_requests=1000, min_answers=4)
         result = await driver.finish()
@@ -159,8 +160,8 @@ async def test_window_stays_open_until_a_bursty_server_answers() -> None:
 
 async def test_a_request_cap_of_one_still_waits_for_its_answer() -> None:
     async with serve(FakeServer(service_time_s=0.05)) as fake:
-        driver = Driver(fake.endpoint, _workload(fake), timeout_s=5.0, max_connections=8)
-        await driver.start_closed(1)
+        driver = ClosedLoop(fake.endpoint, _workload(fake), timeout_s=5.0)
+        await driver.start(1)
         await driver.warm_up(0.0, answers=1)
         driver.measure(10.0, max_requests=1)
         result = await driver.finish()
@@ -176,8 +177,8 @@ async def test_closed_loop_rate_is_not_miscounted_by_bursts(duration_s: float) -
     an answer keeps whole rounds in it.
     """
     async with serve(FakeServer(burst_period_s=0.2)) as fake:
-        driver = Driver(fake.endpoint, _workload(fake), timeout_s=5.0, max_connections=8)
-        await driver.start_closed(8)
+        driver = ClosedLoop(fake.endpoint, _workload(fake), timeout_s=5.0)
+        await driver.start(8)
         await driver.warm_up(0.0, answers=8)
         driver.measure(duration_s, max_requests=10_000, min_answers=8)
         result = await driver.finish()

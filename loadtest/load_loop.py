@@ -1,9 +1,9 @@
-"""Load generators: closed loop (N users, each sending again on every answer) and open loop (a fixed schedule).
+"""What both load loops share: a pool of keep-alive connections, recording answers, the measurement window, the drain.
 
-Latency is always measured from the request's *scheduled* time. In the open loop the schedule never waits for
-the server (no coordinated omission): a request due while every connection is busy waits in a client-side
-backlog, or on a new connection, and that wait is part of its latency. Requests scheduled before the measurement
-starts are warm-up and discarded. Everything runs from callbacks on one event loop: no task per request.
+``loadtest.closed_loop`` and ``loadtest.open_loop`` decide when requests are sent; this module sends them and
+records what comes back. Latency is always measured from the request's *scheduled* time. Requests scheduled
+before the measurement starts are warm-up and discarded. Everything runs from callbacks on one event loop: no
+task per request.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import random
 import time
+from abc import ABC, abstractmethod
 from collections import Counter, deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -22,7 +22,6 @@ from loadtest.http import Connection, Endpoint, open_connection
 from loadtest.payloads import Workload
 
 _WATCHDOG_PERIOD_S = 0.05
-_RECONNECT_PAUSE_S = 0.05
 
 
 @dataclass
@@ -50,31 +49,30 @@ class StepResult:
         return len(self.latencies_s)
 
 
-class Driver:
-    """Sends a workload over a pool of keep-alive connections and records what comes back.
+class LoadLoop(ABC):
+    """Sends a workload over keep-alive connections and records what comes back; subclasses decide when to send.
+
+    A subclass starts the load, then says what a connection does once answered (``_on_free``) and when its
+    connection died (``_on_lost``).
 
     Args:
         endpoint: Server address and common headers.
         workload: Requests cycled in order.
         timeout_s: A request (including its wait in the backlog) older than this fails as ``timeout``.
-        max_connections: Open-loop pool bound; the closed loop uses exactly its concurrency.
     """
 
-    def __init__(self, endpoint: Endpoint, workload: Workload, timeout_s: float, max_connections: int) -> None:
+    def __init__(self, endpoint: Endpoint, workload: Workload, timeout_s: float) -> None:
         self.endpoint = endpoint
-        self.requests = workload.requests
         self.timeout_s = timeout_s
-        self.max_connections = max_connections
         self.result = StepResult()
-        self.closed_loop = False
         self.issuing = False
         self.measure_from = math.inf
-        self.max_requests = 0
+        self._requests = workload.requests
         self._next_request = 0
+        self._max_requests = 0
         self._connections: set[Connection] = set()
-        self._idle: list[Connection] = []
-        self._opening = 0
-        self._backlog: deque[float] = deque()
+        self._opening = 0  # connections being opened, each with a request waiting for it
+        self._backlog: deque[float] = deque()  # scheduled times of requests due while no connection was free
         self._inflight = 0
         self._window_end = math.inf
         self._window_answers = 0
@@ -88,24 +86,6 @@ class Driver:
         self._warm = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    # --- running a step -------------------------------------------------------------------------------
-    async def start_closed(self, concurrency: int) -> None:
-        """Open ``concurrency`` connections and start every one sending (the warm-up phase until ``measure``)."""
-        self.closed_loop = True
-        self.issuing = True
-        connections = await asyncio.gather(*(self._connect() for _ in range(concurrency)))
-        self._start_watchdog()
-        for connection in connections:
-            self._send(connection, time.perf_counter())
-
-    def start_open(self, rate_per_s: float, poisson: bool, seed: int) -> None:
-        """Start the arrival schedule at ``rate_per_s`` (exponential gaps when ``poisson``)."""
-        if rate_per_s <= 0:
-            raise ValueError(f"rate is {rate_per_s} requests/s, expected > 0")
-        self.issuing = True
-        self._start_watchdog()
-        self._spawn(self._schedule(rate_per_s, poisson, seed))
-
     def measure(self, duration_s: float, max_requests: int, min_answers: int = 0) -> None:
         """End the warm-up now: requests scheduled from here on count, until ``duration_s`` or ``max_requests``.
 
@@ -115,7 +95,7 @@ class Driver:
         a whole burst. The warm-up also ends on an answer, so the window holds whole rounds.
         """
         self.measure_from = time.perf_counter()
-        self.max_requests = max_requests
+        self._max_requests = max_requests
         self._min_answers = min_answers
         self._finish_by = self.measure_from + duration_s + 2 * self.timeout_s + 2.0
         self._cpu_from = time.process_time()
@@ -158,15 +138,25 @@ class Driver:
 
     @property
     def inflight(self) -> int:
+        """Requests sent and not yet answered, plus those waiting for a connection."""
         return self._inflight + len(self._backlog)
 
-    # --- internals ------------------------------------------------------------------------------------
+    @abstractmethod
+    def _on_free(self, connection: Connection, now: float) -> None:
+        """``connection`` was answered and stays open: give it its next request, or leave it idle."""
+
+    @abstractmethod
+    def _on_lost(self) -> None:
+        """A connection was answered (or failed) and closed; it is already out of the pool."""
+
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _start_watchdog(self) -> None:
+    def _start(self) -> None:
+        """Mark the loop as issuing and start failing requests that outlive the timeout."""
+        self.issuing = True
         self._spawn(self._watchdog())
 
     async def _connect(self) -> Connection:
@@ -199,10 +189,10 @@ class Driver:
             lag = now - scheduled
             result.lag_sum_s += lag
             result.lag_max_s = max(result.lag_max_s, lag)
-            if result.sent >= self.max_requests:
+            if result.sent >= self._max_requests:
                 self._close_window()
-        request = self.requests[self._next_request]
-        self._next_request = (self._next_request + 1) % len(self.requests)
+        request = self._requests[self._next_request]
+        self._next_request = (self._next_request + 1) % len(self._requests)
         connection.send(request, scheduled)
 
     def _record(self, scheduled: float, status: int, error: str | None, now: float) -> None:
@@ -230,71 +220,11 @@ class Driver:
         now = time.perf_counter()
         self._inflight -= 1
         self._record(connection.scheduled_at, status, error, now)
-        if not connection.alive:
+        if connection.alive:
+            self._on_free(connection, now)
+        else:
             self._connections.discard(connection)
-            if self.closed_loop and self.issuing:
-                self._opening += 1
-                self._spawn(self._reconnect())
-        elif self.closed_loop:
-            if self.issuing:
-                self._send(connection, now)
-        elif self._backlog:
-            self._send(connection, self._backlog.popleft())
-        else:
-            self._idle.append(connection)
-        self._check_drained()
-
-    async def _reconnect(self) -> None:
-        """A closed-loop user whose connection died opens a new one (pausing after a refusal) and goes on."""
-        try:
-            while self.issuing:
-                scheduled = time.perf_counter()
-                try:
-                    connection = await self._connect()
-                except OSError:
-                    self._record(scheduled, 0, "connect_failed", time.perf_counter())
-                    await asyncio.sleep(_RECONNECT_PAUSE_S)
-                    continue
-                if self.issuing:
-                    self._send(connection, time.perf_counter())
-                return
-        finally:
-            self._opening -= 1
-            self._check_drained()
-
-    def _submit(self, scheduled: float) -> None:
-        """Open loop: send a due request on an idle connection, a new one, or queue it in the backlog."""
-        if self._idle:
-            self._send(self._idle.pop(), scheduled)
-        elif len(self._connections) + self._opening < self.max_connections:
-            self._opening += 1
-            self._spawn(self._open_and_send(scheduled))
-        else:
-            self._backlog.append(scheduled)
-            self.result.max_backlog = max(self.result.max_backlog, len(self._backlog))
-
-    async def _open_and_send(self, scheduled: float) -> None:
-        try:
-            connection = await self._connect()
-        except OSError:
-            self._record(scheduled, 0, "connect_failed", time.perf_counter())
-        else:
-            self._send(connection, scheduled)
-        finally:
-            self._opening -= 1
-            self._check_drained()
-
-    async def _schedule(self, rate_per_s: float, poisson: bool, seed: int) -> None:
-        """Issue requests at their scheduled times; late wake-ups send every request already due at once."""
-        gaps = random.Random(seed)
-        mean_gap = 1.0 / rate_per_s
-        due = time.perf_counter()
-        while self.issuing:
-            now = time.perf_counter()
-            while due <= now and self.issuing:
-                self._submit(due)
-                due += gaps.expovariate(rate_per_s) if poisson else mean_gap
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            self._on_lost()
         self._check_drained()
 
     async def _watchdog(self) -> None:

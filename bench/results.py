@@ -1,0 +1,130 @@
+"""The suite's results as typed values: per model, raw ORT and each server's sweeps; the run around them; the bars.
+
+``bench.suite`` and ``bench.run`` build these, ``bench.bars`` and ``bench.report`` read them, and ``to_dict``
+gives ``results.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from bench.client_cost import ClientCost
+from bench.machine import Machine
+from bench.preprocess_bench import PreprocessResult
+from bench.raw_ort import RawOrt
+from loadtest.results import ClosedLoad, StepReport, SweepReport
+
+ServerKind = Literal["baseline", "service_default", "service_tuned"]
+#: What a sweep sends: v2 binary tensors, REST images, or v2 binary tensors of 32 rows per request.
+Route = Literal["tensor", "image", "tensor_batch32"]
+SERVER_NAMES: dict[ServerKind, str] = {
+    "baseline": "plain FastAPI",
+    "service_default": "service (default)",
+    "service_tuned": "service (tuned)",
+}
+ROUTE_NAMES: dict[Route, str] = {
+    "tensor": "v2 binary tensor",
+    "image": "REST image",
+    "tensor_batch32": "v2 binary, 32 rows/request",
+}
+
+
+@dataclass(frozen=True)
+class ServerRuns:
+    """One server's sweeps, by route (a route left out did not fit the time budget), and its settings."""
+
+    settings: dict[str, str]
+    sweeps: dict[Route, SweepReport]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"settings": self.settings, **{route: sweep.to_dict() for route, sweep in self.sweeps.items()}}
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """One model: its raw ONNX Runtime limit and every server kind's sweeps (None: skipped for time)."""
+
+    raw: RawOrt
+    servers: dict[ServerKind, ServerRuns | None]
+
+    def steps(self, kind: ServerKind, route: Route) -> list[StepReport]:
+        """The steps of one sweep that completed requests (empty when the sweep did not run)."""
+        runs = self.servers.get(kind)
+        sweep = runs.sweeps.get(route) if runs else None
+        return [step for step in sweep.steps if step.ok] if sweep else []
+
+    def peak(self, kind: ServerKind, route: Route) -> StepReport | None:
+        """The step of a sweep with the most images/s."""
+        steps = self.steps(kind, route)
+        return max(steps, key=lambda step: step.images_per_s) if steps else None
+
+    def at(self, kind: ServerKind, route: Route, concurrency: int) -> StepReport | None:
+        """The step of a sweep at ``concurrency`` users, if it completed requests."""
+        return next((step for step in self.steps(kind, route) if step.load == ClosedLoad(concurrency)), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        servers = {kind: runs.to_dict() if runs else {} for kind, runs in self.servers.items()}
+        return {"raw": self.raw.to_dict(), "servers": servers}
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One performance bar: the figures behind it, the ratio, and whether it holds (None: not measured)."""
+
+    name: str
+    measured: str
+    target: str
+    ratio: float | None
+    met: bool | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bar": self.name,
+            "measured": self.measured,
+            "target": self.target,
+            "ratio": self.ratio,
+            "met": self.met,
+        }
+
+
+@dataclass(frozen=True)
+class Pinning:
+    """The CPUs the servers (and raw ORT) and the load generator ran on, or "all"."""
+
+    server_cpus: list[int] | Literal["all"]
+    client_cpus: list[int] | Literal["all"]
+
+
+@dataclass(frozen=True)
+class BenchResults:
+    """One run of the suite: what ran where, every measurement, what was skipped, and the bars."""
+
+    command: str
+    profile: str
+    started_at: str  # ISO 8601, UTC
+    machine: Machine
+    pinning: Pinning
+    tuned_settings: dict[str, dict[str, str]]  # per model, the tuned service's settings
+    preprocess: PreprocessResult
+    client_cost: ClientCost | None
+    models: dict[str, ModelResult]
+    skipped: list[str]
+    elapsed_s: float
+    bars: tuple[Bar, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "command": self.command,
+            "profile": self.profile,
+            "started_at": self.started_at,
+            "machine": asdict(self.machine),
+            "pinning": asdict(self.pinning),
+            "tuned_settings": self.tuned_settings,
+            "preprocess": asdict(self.preprocess),
+            "client_cost": self.client_cost.to_dict() if self.client_cost else None,
+            "models": {model: result.to_dict() for model, result in self.models.items()},
+            "skipped": self.skipped,
+            "elapsed_s": self.elapsed_s,
+            "bars": [bar.to_dict() for bar in self.bars],
+        }

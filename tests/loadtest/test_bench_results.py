@@ -1,0 +1,118 @@
+"""The benchmark's typed results: the performance bars read from them, and ``results.json``'s layout."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from bench.bars import summarise_bars
+from bench.client_cost import ClientCost, ClientRun
+from bench.machine import Machine
+from bench.preprocess_bench import PreprocessResult
+from bench.raw_ort import BATCH_SIZES, RawOrt, RawPoint, SettingRuns, ThreadSetting
+from bench.report import markdown
+from bench.results import BenchResults, ModelResult, Pinning, ServerRuns
+from loadtest.load_loop import StepResult
+from loadtest.report import summarise
+from loadtest.results import ClosedLoad, Latency, SweepReport, Target
+
+PREPROCESS = PreprocessResult(3000, 1200.0, 1100.0, 20_000, [3, 224, 224])
+
+
+def _latency(p50_ms: float) -> Latency:
+    return Latency(p50_ms, p50_ms, p50_ms, p50_ms, p50_ms, p50_ms)
+
+
+def _raw(best_images_per_s: float, batch32_images_per_s: float, batch1_p50_ms: float) -> RawOrt:
+    setting = ThreadSetting(2, True)
+    points = tuple(RawPoint(b, 10, best_images_per_s if b == 8 else 1.0, _latency(batch1_p50_ms)) for b in BATCH_SIZES)
+    runs = SettingRuns(setting, points)
+    return RawOrt((runs,), runs, best_images_per_s, 8, batch32_images_per_s, batch1_p50_ms, 100.0)
+
+
+def _sweep(images_per_s: dict[int, float], p50_ms: float) -> SweepReport:
+    """A closed-loop sweep with ``images_per_s`` at each concurrency (one image per request, a 1 s window)."""
+    steps = []
+    for concurrency, rate in images_per_s.items():
+        n = int(rate)
+        result = StepResult([p50_ms / 1e3] * n, Counter({"200": n}), 1.0, n, span_s=1.0, cpu_s=0.1, sent=n)
+        steps.append(summarise(ClosedLoad(concurrency), result, 1, 1024))
+    target = Target("http://127.0.0.1:1", "tiny_cnn", "v2 binary tensors, 1 row(s)/request", 1, 100)
+    return SweepReport("cnnserve loadtest", "0.1.0", "2026-01-01T00:00:00+00:00", target, {}, tuple(steps))
+
+
+def _tiny_cnn() -> ModelResult:
+    return ModelResult(
+        raw=_raw(best_images_per_s=9000.0, batch32_images_per_s=20000.0, batch1_p50_ms=0.1),
+        servers={
+            "baseline": ServerRuns({}, {"tensor": _sweep({1: 1000.0, 64: 2000.0}, p50_ms=0.5)}),
+            "service_default": ServerRuns(
+                {},
+                {
+                    "tensor": _sweep({1: 900.0, 64: 5000.0}, p50_ms=0.4),
+                    "tensor_batch32": _sweep({1: 8000.0, 4: 16000.0}, p50_ms=2.0),
+                },
+            ),
+            "service_tuned": None,  # skipped for time
+        },
+    )
+
+
+def test_bars_are_ratios_of_the_typed_figures() -> None:
+    bars = {bar.name: bar for bar in summarise_bars({"tiny_cnn": _tiny_cnn()}, PREPROCESS)}
+    versus_baseline = bars["small CNN tensor: service peak / plain FastAPI at c=64"]
+    assert versus_baseline.ratio == pytest.approx(5000 / 2000)
+    assert versus_baseline.met is True
+    assert versus_baseline.measured == "5,000 (service (default)) vs 2,000 img/s; raw best / baseline = 4.50"
+    idle = bars["small CNN c=1: service p50 / plain FastAPI p50"]
+    assert idle.ratio == pytest.approx(0.4 / 0.5)
+    assert idle.met is True
+    batch32 = bars["small CNN, 32 rows/request: service / raw ORT batch 32"]
+    assert batch32.ratio == pytest.approx(16000 / 20000)
+    assert bars["preprocess alone, 224x224 JPEG: images per CPU-second"].met is False  # 1,200 < 1,500
+
+
+def test_a_server_that_did_not_run_gives_no_steps() -> None:
+    model = _tiny_cnn()
+    assert model.steps("service_tuned", "tensor") == []
+    assert model.peak("service_tuned", "tensor") is None
+    assert model.at("baseline", "tensor", 64) is not None
+    assert model.at("baseline", "tensor", 16) is None
+    assert model.to_dict()["servers"]["service_tuned"] == {}
+
+
+def test_results_json_keeps_its_layout_and_the_markdown_names_the_bars() -> None:
+    models = {"tiny_cnn": _tiny_cnn()}
+    results = BenchResults(
+        command="python -m bench --quick",
+        profile="quick",
+        started_at="2026-01-01T00:00:00+00:00",
+        machine=Machine("cpu", 2, [0, 1], 4.0, [0.5, 0.4, 0.3], "Linux", "3.11.9", {"numpy": "2.0"}),
+        pinning=Pinning("all", "all"),
+        tuned_settings={"tiny_cnn": {"workers": "2"}},
+        preprocess=PREPROCESS,
+        client_cost=ClientCost(8, {"aiohttp": ClientRun(800, 800, 150.0, 2000.0)}),
+        models=models,
+        skipped=["tiny_cnn service_tuned: the time budget is spent (3 s left)"],
+        elapsed_s=12.0,
+        bars=summarise_bars(models, PREPROCESS),
+    )
+    data = results.to_dict()
+    assert list(data) == [
+        "command", "profile", "started_at", "machine", "pinning", "tuned_settings", "preprocess", "client_cost",
+        "models", "skipped", "elapsed_s", "bars",
+    ]  # fmt: skip
+    assert data["client_cost"] == {
+        "concurrency": 8,
+        "aiohttp": {"requests": 800, "ok": 800, "cpu_us_per_request": 150.0, "requests_per_s": 2000.0},
+    }
+    raw = data["models"]["tiny_cnn"]["raw"]
+    assert raw["best_setting"] == "2 thread(s), spinning on"
+    assert "recheck" not in raw
+    assert set(data["models"]["tiny_cnn"]["servers"]["service_default"]) == {"settings", "tensor", "tensor_batch32"}
+    assert data["bars"][0]["bar"] == "small CNN tensor: service peak / plain FastAPI at c=64"
+    text = markdown(results)
+    assert "## Performance bars, as ratios within this run" in text
+    assert "issue" not in text.lower()
+    assert "| v2 binary tensor | service (default) |" in text
