@@ -6,7 +6,6 @@ into ``<out>/<name>/<version>/`` only after every check passed, so a failure lea
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -30,6 +29,8 @@ from export.shapes import analyse, enforce_strict
 from export.validate import DEFAULT_TOLERANCE, check_parity, load_session
 from service.repository import (
     CONFIG_FILENAME,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     MODEL_FILENAME,
     ConfigError,
     DynamicBatching,
@@ -37,12 +38,10 @@ from service.repository import (
     Preprocessing,
     TensorSpec,
     VersionInfo,
+    file_sha256,
     load_model_config,
     model_config_from_dict,
 )
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -91,14 +90,6 @@ def _step(number: int, total: int, what: str) -> Iterator[None]:
     started = time.perf_counter()
     yield
     print(f"[{number}/{total}] {what}: done in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _existing_config(model_dir: Path) -> ModelConfig | None:
@@ -179,7 +170,7 @@ def build(model: nn.Module, spec: ExportSpec, out_dir: Path, *, architecture: st
                 },
                 **spec.extra_report,
             }
-            config = _merged_config(spec, existing, version, VersionInfo(_sha256(onnx_path), report))
+            config = _merged_config(spec, existing, version, VersionInfo(file_sha256(onnx_path), report))
         with _step(6, total, f"moving into {model_dir}/{version}"):
             model_dir.mkdir(exist_ok=True)
             staging.chmod(0o755)  # mkdtemp makes it private; the service may run as another user

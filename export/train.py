@@ -96,7 +96,7 @@ def train_digits(out_dir: Path, name: str = DEFAULT_NAME, epochs: int = 30, vers
         labels=tuple(str(i) for i in range(10)),
         version=version,
         max_batch_size=64,
-        dynamic_batching=DynamicBatching(max_queue_delay_microseconds=500, preferred_batch_size=(16, 32, 64)),
+        dynamic_batching=DynamicBatching(preferred_batch_size=(16, 32, 64)),
         preprocessing=pre,
         extra_report={"training": training, "holdout_accuracy": metrics["holdout_accuracy"]},
     )

@@ -6,22 +6,12 @@ every fixed dimension, and whether the batch axis can hold ``max_batch_size`` ro
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from service.datatypes import ORT_TO_V2
-from service.repository import ConfigError, ModelConfig, TensorSpec
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(2**20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+from service.repository import ConfigError, ModelConfig, TensorSpec, file_sha256
 
 
 def verify_digest(config: ModelConfig, version: str, path: Path) -> None:

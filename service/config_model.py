@@ -1,0 +1,136 @@
+"""The typed form of ``config.json``: one frozen dataclass per section, in Triton's vocabulary.
+
+Every default of the contract is written here once, as a dataclass field default: export/ builds these objects,
+and the parser (:mod:`service.repository`) falls back to the same field defaults for keys a file leaves out.
+Pure data: no file access, no torch, no onnxruntime.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+PLATFORM = "onnxruntime_onnx"
+
+#: Triton model-config data types and their KServe v2 / numpy equivalents.
+TRITON_TO_V2_DATATYPE: dict[str, str] = {
+    "TYPE_FP32": "FP32",
+    "TYPE_FP16": "FP16",
+    "TYPE_FP64": "FP64",
+    "TYPE_INT64": "INT64",
+    "TYPE_INT32": "INT32",
+    "TYPE_INT8": "INT8",
+    "TYPE_UINT8": "UINT8",
+    "TYPE_BOOL": "BOOL",
+}
+
+#: torchvision's ImageNet channel statistics, the default normalisation of an RGB model.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ConfigError(ValueError):
+    """A config.json that cannot be served; the message names the model, the field and the values."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output tensor; ``dims`` leave out the batch axis, as Triton does."""
+
+    name: str
+    data_type: str
+    dims: tuple[int, ...]
+
+    @property
+    def datatype(self) -> str:
+        """The KServe v2 spelling of the data type (``FP32`` for ``TYPE_FP32``)."""
+        return TRITON_TO_V2_DATATYPE[self.data_type]
+
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    """Triton's ``default_queue_policy``: bound on queued requests and default deadline (0 = none)."""
+
+    max_queue_size: int = 256
+    default_timeout_microseconds: int = 0
+
+
+@dataclass(frozen=True)
+class DynamicBatching:
+    """Triton's ``dynamic_batching``: how long the first request of a batch may wait for company."""
+
+    max_queue_delay_microseconds: int = 500
+    preferred_batch_size: tuple[int, ...] = ()
+    default_queue_policy: QueuePolicy = field(default_factory=QueuePolicy)
+
+
+@dataclass(frozen=True)
+class InstanceGroup:
+    """Triton's ``instance_group``: how many sessions, and on which kind of device."""
+
+    count: int = 1
+    kind: str = "KIND_AUTO"  # KIND_AUTO | KIND_CPU | KIND_GPU
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes the input tensor; mirrors torchvision's Resize → CenterCrop → ToTensor → Normalize.
+
+    ``resize`` is the length of the shorter side after resizing (torchvision's ``Resize(int)``);
+    ``crop`` is the (height, width) centre crop; ``color_mode`` is a PIL mode, ``L`` or ``RGB``.
+    ``invert`` flips intensities (1 - x) before normalising, for models trained on light-on-dark digits.
+    """
+
+    resize: int
+    crop: tuple[int, int]
+    color_mode: str = "RGB"
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    interpolation: str = "bilinear"
+    invert: bool = False
+    layout: str = "NCHW"
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """Facts about one exported version: the artefact's digest and the export pipeline's report."""
+
+    sha256: str
+    export_report: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything the service needs to serve one model; see :mod:`service.repository` for the file layout."""
+
+    name: str
+    max_batch_size: int
+    input: tuple[TensorSpec, ...]
+    output: tuple[TensorSpec, ...]
+    preprocessing: Preprocessing | None = None  # None: the model takes tensors only, no images
+    labels: tuple[str, ...] = ()
+    versions: dict[str, VersionInfo] = field(default_factory=dict)
+    dynamic_batching: DynamicBatching = field(default_factory=DynamicBatching)
+    instance_group: InstanceGroup = field(default_factory=InstanceGroup)
+    execution_providers: tuple[str, ...] = ()
+    platform: str = PLATFORM
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready form written to config.json (tuples become lists)."""
+        return json.loads(json.dumps(asdict(self)))
+
+    def triton_config(self) -> dict[str, Any]:
+        """Triton's model-configuration JSON, as served by ``/v2/models/{m}/config``."""
+        d = self.to_dict()
+        return {
+            "name": d["name"],
+            "platform": d["platform"],
+            "backend": "onnxruntime",
+            "max_batch_size": d["max_batch_size"],
+            "input": d["input"],
+            "output": d["output"],
+            "dynamic_batching": d["dynamic_batching"],
+            "instance_group": [d["instance_group"]],
+            "version_policy": {"latest": {"num_versions": 1}},
+        }
