@@ -16,7 +16,6 @@ from torch import nn
 
 from export.arithmetic import Arithmetic, ShapeError, compute
 
-_POOLS = (nn.MaxPool2d, nn.AvgPool2d)
 _SHAPE_PRESERVING = (
     nn.ReLU, nn.ReLU6, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.ELU, nn.Dropout, nn.Dropout2d,
     nn.BatchNorm2d, nn.LocalResponseNorm, nn.Identity, nn.Softmax,
