@@ -1,7 +1,9 @@
-"""Fixtures shared by every test folder: real model repositories made by the real export pipeline.
+"""Fixtures shared by every test folder: real model repositories made by the real export pipeline; markers by folder.
 
 ``model_repository`` holds a copy of the committed default model (``lenet5_digits``) and ``small_cnn``, a
 CIFAR-size CNN from the zoo exported on the spot. Export-dependent fixtures skip when torch is not installed.
+Every test carries its folder's marker (``FOLDER_MARKERS``), so ``-m service`` or ``-m "not integration"``
+selects by kind without listing paths.
 """
 
 from __future__ import annotations
@@ -11,8 +13,28 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+TESTS_ROOT = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_ROOT.parent
 DEFAULT_MODEL = "lenet5_digits"
+
+#: The marker each folder under tests/ gives its tests; the load harness talks to real servers like integration.
+FOLDER_MARKERS = {
+    "service": "service",
+    "export": "export",
+    "integration": "integration",
+    "loadtest": "integration",
+    "deploy": "deploy",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test under tests/ with its folder's marker (``FOLDER_MARKERS``)."""
+    for item in items:
+        path = item.path.resolve()
+        if path.is_relative_to(TESTS_ROOT):
+            marker = FOLDER_MARKERS.get(path.relative_to(TESTS_ROOT).parts[0])
+            if marker is not None:
+                item.add_marker(marker)
 
 
 @pytest.fixture(scope="session")

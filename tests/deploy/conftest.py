@@ -7,20 +7,11 @@ whose tool is missing skips and says which package brings it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from deploy_helpers import REPO_ROOT, Stage, parse_dockerfile
 
-HERE = Path(__file__).resolve().parent
 PROBE_TOKEN = "deploy-tests-token"
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test under tests/deploy with ``deploy``."""
-    for item in items:
-        if HERE in Path(str(item.path)).resolve().parents:
-            item.add_marker(pytest.mark.deploy)
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,6 @@ from torch import nn
 
 from export.arithmetic import ShapeError, compute
 
-pytestmark = pytest.mark.export
-
 
 @settings(max_examples=150, deadline=None)
 @given(

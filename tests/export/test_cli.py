@@ -14,8 +14,6 @@ import torch
 from export.__main__ import main
 from export.zoo import get
 
-pytestmark = pytest.mark.export
-
 
 def test_shape_prints_the_formula(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["shape", "227", "11", "--stride", "4"]) == 0

@@ -13,8 +13,6 @@ from export import digits
 from export.train import to_tensors, train_digits
 from service.repository import load_model_config
 
-pytestmark = pytest.mark.export
-
 ACCURACY_BAR = 0.95
 
 

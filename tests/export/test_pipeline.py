@@ -17,8 +17,6 @@ from export.pipeline import ExportSpec, build
 from export.zoo import get
 from service.repository import load_model_config, version_dirs
 
-pytestmark = pytest.mark.export
-
 LABELS = tuple(str(i) for i in range(10))
 
 

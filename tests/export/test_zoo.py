@@ -20,8 +20,6 @@ from export.zoo import ALIASES, ZOO, get
 from export.zoo._common import scaled
 from export.zoo.generic import generic_cnn
 
-pytestmark = pytest.mark.export
-
 Shape = tuple[int, ...]
 NARROW = 0.125
 MODES = [pytest.param("meta", 1.0, id="meta-full"), pytest.param("cpu", NARROW, id="cpu-narrow")]

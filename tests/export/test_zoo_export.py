@@ -10,7 +10,7 @@ from export.pipeline import ExportSpec, build
 from export.zoo import ZOO
 from service.repository import load_model_config
 
-pytestmark = [pytest.mark.export, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 #: Reduced width keeps CI fast; spatial arithmetic, layer count and graph structure are unchanged by width.
 SMALL = {"lenet5": 1.0, "small_cnn": 1.0, "tiny_cnn": 1.0}

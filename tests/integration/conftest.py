@@ -12,13 +12,6 @@ import pytest
 from live_server import MAX_BODY_BYTES, MAX_IMAGE_PIXELS, Reference, Server, start_server
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(item.fspath).parents:
-            item.add_marker(pytest.mark.integration)
-
-
 @pytest.fixture(scope="session")
 def server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The shared server: lenet5_digits and small_cnn, no auth, small body and pixel limits."""

@@ -2,16 +2,3 @@
 
 All carry the ``integration`` marker; the pure-maths ones run in milliseconds.
 """
-
-from __future__ import annotations
-
-from pathlib import Path
-
-import pytest
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(item.fspath).parents:
-            item.add_marker(pytest.mark.integration)

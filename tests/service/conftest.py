@@ -10,13 +10,6 @@ import pytest
 from tiny_models import tiny_config, tiny_model_bytes, write_model
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(item.fspath).parents:
-            item.add_marker(pytest.mark.service)
-
-
 @pytest.fixture
 def tiny_repository(tmp_path: Path) -> Callable[..., Path]:
     """Factory: ``tiny_repository(name="tiny", **config_overrides)`` writes a one-model repository, returns it."""
