@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.preprocess import Pipeline, preprocess
+from service.preprocess import ImageTransform, configure_pillow, preprocess
 from service.repository import load_model_config
 
 
@@ -30,7 +30,8 @@ def measure(model_dir: Path, images: list[bytes], seconds: float, max_pixels: in
     config = load_model_config(model_dir)
     if config.preprocessing is None:
         raise ValueError(f"{model_dir} has no preprocessing section; pick a model that takes images")
-    pipe = Pipeline.from_config(config.preprocessing)
+    configure_pillow()
+    pipe = ImageTransform.from_config(config.preprocessing)
     for data in images:  # warm-up: first calls load codecs
         preprocess(data, pipe, max_pixels)
     count = 0

@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from service.batching import errors as b
 from service.batching.batcher import Arrival
+from service.batching.merge import Tensors
 from service.errors import (
     BadRequest,
     ClientClosedRequest,
@@ -29,10 +30,9 @@ from service.errors import (
     TooManyRequests,
 )
 from service.metrics import Metrics, ModelMetrics
-from service.preprocess import ImageError, ImageTooLarge, Pipeline, preprocess, softmax
-from service.registry import ModelRegistry, ServedModel
-
-Tensors = dict[str, npt.NDArray[Any]]
+from service.model_manager import ModelManager
+from service.preprocess import ImageError, ImageTooLarge, ImageTransform, preprocess, softmax
+from service.served_model import ServedModel
 
 
 class _Tracked:
@@ -63,10 +63,10 @@ class _Tracked:
 
 
 class DataPlane:
-    """Runs inference requests against the registry's models.
+    """Runs inference requests against the served models.
 
     Args:
-        registry: The served models.
+        models: The served models.
         metrics: For requests that name no servable model.
         max_image_pixels: Decompression-bomb guard handed to the decoder.
         default_timeout_ms: Queue deadline for requests without one (0: the model's config default).
@@ -75,14 +75,14 @@ class DataPlane:
 
     def __init__(
         self,
-        registry: ModelRegistry,
+        models: ModelManager,
         metrics: Metrics,
         *,
         max_image_pixels: int,
         default_timeout_ms: int,
         preprocess_threads: int,
     ) -> None:
-        self.registry = registry
+        self.models = models
         self.metrics = metrics
         self.max_image_pixels = max_image_pixels
         self.default_timeout_ms = default_timeout_ms
@@ -91,9 +91,9 @@ class DataPlane:
     def model(self, name: str, version: str | None = None) -> ServedModel:
         """Resolve a model for a request, counting refusals (unknown model, not ready) in the metrics."""
         try:
-            return self.registry.get(name, version)
+            return self.models.get(name, version)
         except ServiceError as err:
-            served = next((m for m in self.registry.served() if m.config.name == name), None)
+            served = next((m for m in self.models.served() if m.config.name == name), None)
             if served is not None:
                 served.metrics.failed(0.0, err.status_code, err.code)
             else:
@@ -134,7 +134,7 @@ class DataPlane:
                 500 when the model failed on the batch.
         """
         try:
-            return dict(await model.batcher.infer(inputs, rows, deadline=deadline, is_gone=is_gone, arrival=arrival))
+            return await model.batcher.infer(inputs, rows, deadline=deadline, is_gone=is_gone, arrival=arrival)
         except b.QueueFull as err:
             raise TooManyRequests(
                 f"model '{model.config.name}' is overloaded: {err}", headers={"Retry-After": str(err.retry_after_s)}
@@ -152,22 +152,22 @@ class DataPlane:
                 f"model '{model.config.name}' failed while running this request's batch; see the server log"
             ) from err
 
-    def _preprocess(self, data: bytes, pipe: Pipeline, metrics: ModelMetrics) -> npt.NDArray[np.float32]:
+    def _preprocess(self, data: bytes, transform: ImageTransform, metrics: ModelMetrics) -> npt.NDArray[np.float32]:
         started = time.perf_counter()
-        tensor = preprocess(data, pipe, self.max_image_pixels)
+        tensor = preprocess(data, transform, self.max_image_pixels)
         metrics.preprocessed(time.perf_counter() - started)
         return tensor
 
     async def _prepare(self, model: ServedModel, images: Sequence[tuple[str | None, bytes]]) -> npt.NDArray[Any]:
-        pipe = model.pipeline
-        if pipe is None:
+        transform = model.transform
+        if transform is None:
             raise BadRequest(
                 f"model '{model.config.name}' has no preprocessing section in config.json, so it cannot take "
                 "images; send tensors to /v2/models/{model}/infer instead",
                 code="no_preprocessing",
             )
         loop = asyncio.get_running_loop()
-        jobs = [loop.run_in_executor(self.pool, self._preprocess, data, pipe, model.metrics) for _, data in images]
+        jobs = [loop.run_in_executor(self.pool, self._preprocess, data, transform, model.metrics) for _, data in images]
         results = await asyncio.gather(*jobs, return_exceptions=True)
         for i, ((name, _), result) in enumerate(zip(images, results, strict=True)):
             if isinstance(result, BaseException):
@@ -203,8 +203,9 @@ class DataPlane:
             outputs = await self.infer(
                 model, {config.input[0].name: batch}, len(images), deadline=deadline, is_gone=is_gone, arrival=arrival
             )
-        return softmax(outputs[config.output[0].name].reshape(len(images), -1))
+        logits = outputs[config.output[0].name].astype(np.float32, copy=False)
+        return softmax(logits.reshape(len(images), -1))
 
     def close(self) -> None:
-        """Release the preprocessing threads (after the registry drained)."""
+        """Release the preprocessing threads (after the models drained)."""
         self.pool.shutdown(wait=True)

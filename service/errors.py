@@ -10,7 +10,6 @@ from collections.abc import Mapping
 
 import orjson
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -106,6 +105,16 @@ class InternalError(ServiceError):
     code = "internal"
 
 
+class ModelLoadError(ServiceError):
+    """500: a model could not be loaded from the repository (files, digest, graph validation, sessions, warm-up).
+
+    The server's side of a load, not the client's: the message names the reason so the operator can fix it.
+    """
+
+    status_code = 500
+    code = "model_load_failed"
+
+
 def error_response(status_code: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> Response:
     """Render one error body; the only place the error JSON shape is written."""
     body = orjson.dumps({"error": message, "code": code})
@@ -131,17 +140,11 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, _HTTP_CODES.get(exc.status_code, "http_error"), str(message), exc.headers)
 
 
-async def _on_validation_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
-    problems = "; ".join(
-        f"{' '.join(str(p) for p in err.get('loc', ()))}: {err.get('msg')} (got {err.get('input')!r})"
-        for err in exc.errors()
-    )
-    return error_response(400, "bad_request", f"invalid request parameters: {problems}")
-
-
 def install_error_handlers(app: FastAPI) -> None:
-    """Render ServiceErrors, routing errors (404/405) and parameter validation errors in the one error shape."""
+    """Render ServiceErrors and routing errors (404/405) in the one error shape.
+
+    No route declares parameters for FastAPI to validate (handlers read and check what they take), so FastAPI's
+    validation errors cannot occur.
+    """
     app.add_exception_handler(ServiceError, _on_service_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
-    app.add_exception_handler(RequestValidationError, _on_validation_error)

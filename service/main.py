@@ -10,18 +10,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from starlette.responses import Response
+from prometheus_client import CollectorRegistry
 
 from service import __version__
-from service.api import health, rest, v2
+from service.api import health, prometheus, rest, v2, v2_repository
 from service.api.fastpath import FastPathMiddleware
 from service.api.middleware import RequestContextMiddleware
+from service.api.routes import RouteGroup, hot_routes, install
 from service.dataplane import DataPlane
 from service.errors import install_error_handlers
 from service.logs import configure_logging
 from service.metrics import Metrics
-from service.registry import ModelRegistry
+from service.model_manager import ModelManager
+from service.preprocess import configure_pillow
 from service.runtime import available_cpus
 from service.settings import Settings
 
@@ -41,9 +42,10 @@ Errors are `{"error": "<message>", "code": "<code>"}` with a 4xx/5xx status.
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service; models load when the app's lifespan starts (under uvicorn, or a test client)."""
     settings = settings or Settings()
+    configure_pillow()
     registry = CollectorRegistry()
     metrics = Metrics(registry)
-    models = ModelRegistry(settings, metrics)
+    models = ModelManager(settings, metrics)
     plane = DataPlane(
         models,
         metrics,
@@ -75,20 +77,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
+    # The route table, in matching order.
+    routes: tuple[RouteGroup, ...] = (
+        v2.InferenceRoutes(plane, settings.max_body_bytes).routes(),
+        v2_repository.RepositoryRoutes(models, settings.max_body_bytes).routes(),
+        rest.ClassificationRoutes(plane, settings.max_body_bytes).routes(),
+        health.HealthRoutes(models, readiness).routes(),
+        prometheus.MetricsRoutes(registry).routes(),
+    )
+    install(app, routes)
+    app.add_middleware(FastPathMiddleware, routes=hot_routes(routes))
     token = settings.auth_token.get_secret_value() if settings.auth_token else None
-    v2_routes = v2.build_router(plane, settings.max_body_bytes)
-    rest_routes = rest.build_router(plane, settings.max_body_bytes)
-    app.add_middleware(FastPathMiddleware, routes=v2_routes.hot + rest_routes.hot)
     app.add_middleware(RequestContextMiddleware, auth_token=token, access_log=settings.access_log)  # outermost
-    app.include_router(v2_routes.router)
-    app.include_router(rest_routes.router)
-    app.include_router(health.build_router(models, readiness))
-
-    @app.get("/metrics", tags=["metrics"], summary="Prometheus metrics (text format 0.0.4).")
-    async def prometheus() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-    app.state.plane = plane
     return app
 
 

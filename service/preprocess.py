@@ -28,13 +28,20 @@ _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
 }
 _JPEG_MAGIC = b"\xff\xd8"
-#: Pillow images freed to a cache of this many memory blocks instead of back to the C allocator, unless the operator
-#: set ``PILLOW_BLOCKS_MAX``. Uncached, every decoded or resized image was fresh memory from the kernel: about 250
-#: page faults an image, a third of the preprocessing time for 224×224 JPEGs. Blocks are at most 16 MiB.
+#: Pillow images freed to a cache of this many memory blocks instead of back to the C allocator. Uncached, every
+#: decoded or resized image was fresh memory from the kernel: about 250 page faults an image, a third of the
+#: preprocessing time for 224×224 JPEGs. Blocks are at most 16 MiB.
 _PILLOW_BLOCKS_MAX = 8
 
-if "PILLOW_BLOCKS_MAX" not in os.environ:
-    Image.core.set_blocks_max(_PILLOW_BLOCKS_MAX)
+
+def configure_pillow() -> None:
+    """Give Pillow its cache of freed image blocks, unless the operator set ``PILLOW_BLOCKS_MAX`` (Pillow reads it).
+
+    The setting is process-wide, so whoever runs preprocessing calls this once at startup (the app factory, the
+    preprocessing benchmark) rather than this module changing it as a side effect of being imported.
+    """
+    if "PILLOW_BLOCKS_MAX" not in os.environ:
+        Image.core.set_blocks_max(_PILLOW_BLOCKS_MAX)
 
 
 class ImageError(ValueError):
@@ -46,7 +53,7 @@ class ImageTooLarge(ValueError):
 
 
 @dataclass(frozen=True)
-class Pipeline:
+class ImageTransform:
     """A model's ``Preprocessing`` compiled once: Pillow constants and the fused normalisation coefficients.
 
     ``ToTensor`` then ``Normalize`` computes ``(x / 255 - mean) / std`` (or ``(1 - x / 255 - mean) / std`` when
@@ -61,7 +68,7 @@ class Pipeline:
     bias: npt.NDArray[np.float32]  # (C, 1, 1)
 
     @classmethod
-    def from_config(cls, pre: Preprocessing) -> Pipeline:
+    def from_config(cls, pre: Preprocessing) -> ImageTransform:
         """Compile a repository ``Preprocessing`` section."""
         mean = np.asarray(pre.mean, dtype=np.float64)
         std = np.asarray(pre.std, dtype=np.float64)
@@ -148,17 +155,17 @@ def _axis_plan(size: int, new: int, crop: int) -> tuple[float, float, int, int]:
     return 0.0, float(size), new, offset
 
 
-def transform(image: Image.Image, pipe: Pipeline) -> npt.NDArray[np.float32]:
-    """Resize the shorter side to ``pipe.resize``, centre-crop, and normalise into a ``(C, H, W)`` float32 array."""
+def resize_crop_normalise(image: Image.Image, transform: ImageTransform) -> npt.NDArray[np.float32]:
+    """Resize the shorter side to ``transform.resize``, centre-crop, normalise into a ``(C, H, W)`` float32 array."""
     width, height = image.size
     short, long = (width, height) if width <= height else (height, width)
-    new_short, new_long = pipe.resize, int(pipe.resize * long / short)
+    new_short, new_long = transform.resize, int(transform.resize * long / short)
     new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
-    crop_h, crop_w = pipe.crop
+    crop_h, crop_w = transform.crop
     x0, x1, out_w, left = _axis_plan(width, new_w, crop_w)
     y0, y1, out_h, top = _axis_plan(height, new_h, crop_h)
     if (new_w, new_h) != (width, height):
-        image = image.resize((out_w, out_h), pipe.resample, box=(x0, y0, x1, y1))
+        image = image.resize((out_w, out_h), transform.resample, box=(x0, y0, x1, y1))
     if (top, left, crop_h, crop_w) != (0, 0, out_h, out_w):
         image = image.crop((left, top, left + crop_w, top + crop_h))  # Pillow fills outside pixels with 0
     # Transposing the uint8 pixels into a contiguous CHW copy first makes the float arithmetic run on
@@ -167,14 +174,14 @@ def transform(image: Image.Image, pipe: Pipeline) -> npt.NDArray[np.float32]:
     # buffers (a few per cent of the whole function).
     pixels = np.ascontiguousarray(np.asarray(image).reshape(crop_h, crop_w, -1).transpose(2, 0, 1))
     out = pixels.astype(np.float32)
-    out *= pipe.scale
-    out += pipe.bias
+    out *= transform.scale
+    out += transform.bias
     return out
 
 
-def preprocess(data: bytes, pipe: Pipeline, max_pixels: int) -> npt.NDArray[np.float32]:
+def preprocess(data: bytes, transform: ImageTransform, max_pixels: int) -> npt.NDArray[np.float32]:
     """Decode and transform one image; the function the preprocessing pool runs."""
-    return transform(decode(data, pipe.mode, max_pixels), pipe)
+    return resize_crop_normalise(decode(data, transform.mode, max_pixels), transform)
 
 
 def softmax(logits: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:

@@ -1,47 +1,20 @@
 """Hot-path dispatch: inference requests skip FastAPI's router and go straight to their handlers.
 
 FastAPI matches a request against its routes one by one and solves each handler's parameters; with two dozen
-routes that took about 200 µs a request here, more than a tiny model's inference. The same handler functions stay
-registered with FastAPI, so OpenAPI documents them and a request behaves the same whichever way it arrives.
+routes that took about 200 µs a request here, more than a tiny model's inference. The routes served here are the
+``hot`` ones of the route table, which FastAPI also holds (for OpenAPI and any request this path does not match),
+so a request behaves the same whichever way it arrives.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
-from fastapi import APIRouter
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.api.routes import Route
 from service.errors import ServiceError, render
-
-Handler = Callable[[Request, str], Awaitable[Response]]
-
-
-@dataclass(frozen=True)
-class HotRoute:
-    """A POST route served by the fast path; ``pattern`` captures ``model`` and an optional ``version``."""
-
-    pattern: re.Pattern[str]
-    handler: Handler
-
-    @classmethod
-    def for_template(cls, unversioned: str, handler: Handler) -> HotRoute:
-        """From a FastAPI template such as ``/v2/models/{model}/infer``; also matches ``…/versions/{version}…``."""
-        prefix, suffix = unversioned.split("{model}")
-        pattern = re.escape(prefix) + r"(?P<model>[^/:]+)(?:/versions/(?P<version>[^/:]+))?" + re.escape(suffix)
-        return cls(re.compile(pattern + "$"), handler)
-
-
-@dataclass(frozen=True)
-class RouteSet:
-    """A router for FastAPI (documentation, everything else) plus the routes the fast path serves."""
-
-    router: APIRouter
-    hot: tuple[HotRoute, ...] = ()
 
 
 class FastPathMiddleware:
@@ -49,24 +22,22 @@ class FastPathMiddleware:
 
     Args:
         app: The FastAPI application (inner layers).
-        routes: The hot routes, tried in order.
+        routes: The hot routes, tried in order; each path template is compiled to one regular expression.
     """
 
-    def __init__(self, app: ASGIApp, routes: Sequence[HotRoute]) -> None:
+    def __init__(self, app: ASGIApp, routes: Sequence[Route]) -> None:
         self.app = app
-        self.routes = tuple(routes)
+        self.routes = tuple((route.pattern(), route.handler) for route in routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             path = scope["path"]
-            for route in self.routes:
-                match = route.pattern.match(path)
+            for pattern, handler in self.routes:
+                match = pattern.match(path)
                 if match is None:
                     continue
-                model, version = match.group("model", "version")
-                scope["path_params"] = {"model": model} if version is None else {"model": model, "version": version}
                 try:
-                    response = await route.handler(Request(scope, receive, send), model)
+                    response = await handler(Request(scope, receive, send), **match.groupdict())
                 except ServiceError as err:
                     response = render(err)
                 await response(scope, receive, send)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastapi import APIRouter, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
-from service.api.common import json_response, path_version, route_docs
+from service.api.responses import json_response
+from service.api.routes import Route, RouteGroup
 from service.errors import ServiceError
-from service.registry import ModelRegistry
+from service.model_manager import ModelManager
 
 
 @dataclass
@@ -19,38 +20,54 @@ class Readiness:
     ready: bool = False
 
 
-def build_router(registry: ModelRegistry, readiness: Readiness) -> APIRouter:
-    """The health routes, bound to the registry and the readiness flag."""
-    router = APIRouter(tags=["health"])
+class HealthRoutes:
+    """The health routes, bound to the model manager and the readiness flag."""
 
-    @router.get("/v2/health/live", summary="Server is alive (200 while the process runs).")
-    async def live() -> Response:
+    def __init__(self, models: ModelManager, readiness: Readiness) -> None:
+        self.models = models
+        self.readiness = readiness
+
+    async def live(self, request: Request) -> Response:
+        """Always 200 while the process runs."""
         return json_response({"live": True})
 
-    @router.get(
-        "/v2/health/ready",
-        summary="Server is ready: 200 once every startup model is loaded and warm, 503 before and while draining.",
-        responses={503: {"description": "Starting up or shutting down."}},
-    )
-    async def ready() -> Response:
-        return json_response({"ready": readiness.ready}, 200 if readiness.ready else 503)
+    async def ready(self, request: Request) -> Response:
+        """200 between startup and shutdown, 503 otherwise."""
+        return json_response({"ready": self.readiness.ready}, 200 if self.readiness.ready else 503)
 
-    async def model_ready(request: Request, model: str) -> Response:
+    async def model_ready(self, request: Request, model: str, version: str | None) -> Response:
+        """200 when the model serves, 503 when it exists but does not (yet), 404 when it is unknown."""
         try:
-            registry.get(model, path_version(request))
+            self.models.get(model, version)
         except ServiceError as err:
             if err.status_code == 404:
                 raise
             return json_response({"name": model, "ready": False}, 503)
         return json_response({"name": model, "ready": True})
 
-    for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
-        router.add_api_route(
-            prefix + "/ready",
-            model_ready,
-            methods=["GET"],
-            summary="Model is ready to serve (200), not ready (503) or unknown (404).",
-            responses={503: {"description": "Loading, unloaded or failed."}, 404: {"description": "Unknown model."}},
-            openapi_extra=route_docs(prefix),
+    def routes(self) -> RouteGroup:
+        """Server liveness and readiness, per-model readiness."""
+        return RouteGroup(
+            "health",
+            (
+                Route("GET", "/v2/health/live", self.live, "Server is alive (200 while the process runs)."),
+                Route(
+                    "GET",
+                    "/v2/health/ready",
+                    self.ready,
+                    "Server is ready: 200 once every startup model is loaded and warm, 503 before and while draining.",
+                    responses={503: {"description": "Starting up or shutting down."}},
+                ),
+                Route(
+                    "GET",
+                    "/v2/models/{model}/ready",
+                    self.model_ready,
+                    "Model is ready to serve (200), not ready (503) or unknown (404).",
+                    responses={
+                        503: {"description": "Loading, unloaded or failed."},
+                        404: {"description": "Unknown model."},
+                    },
+                    versioned=True,
+                ),
+            ),
         )
-    return router

@@ -15,24 +15,26 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import orjson
-from fastapi import APIRouter, Request
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import Request
 from starlette.responses import Response
 
-from service.api.common import disconnect_probe, json_response, path_version, read_body, route_docs, timeout_header_us
-from service.api.fastpath import HotRoute, RouteSet
+from service.api.body import read_body
+from service.api.request_info import disconnect_probe, timeout_header_us
+from service.api.responses import json_response
+from service.api.routes import QueryParameter, Responses, Route, RouteGroup
 from service.dataplane import DataPlane
 from service.errors import BadRequest, UnsupportedMediaType
 from service.preprocess import top_k
-from service.registry import ServedModel
+from service.served_model import ServedModel
 
 Images = list[tuple[str | None, bytes]]
 DEFAULT_TOP_K = 5
 
 #: Raw-body media types taken as one image. curl's ``--data-binary`` sends x-www-form-urlencoded by default.
 _RAW_TYPES = ("application/octet-stream", "application/x-www-form-urlencoded", "")
-_ERRORS: dict[int | str, dict[str, Any]] = {
+_ERRORS: Responses = {
     400: {"description": "Corrupt or truncated image, bad top_k, too many images, malformed multipart or JSON."},
     404: {"description": "Unknown model or version."},
     413: {"description": "Body above CNNSERVE_MAX_BODY_BYTES, or image above CNNSERVE_MAX_IMAGE_PIXELS."},
@@ -42,30 +44,24 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     504: {"description": "Deadline (X-Request-Timeout-Ms) passed while queued."},
 }
 _CLASSIFY_BODY = {
-    "requestBody": {
-        "description": "One image as the raw body (image/jpeg, image/png, image/webp, image/bmp, …), or one or more "
-        "images as multipart/form-data file fields (any field name).",
-        "content": {
-            "image/*": {"schema": {"type": "string", "format": "binary"}},
-            "multipart/form-data": {
-                "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
-            },
+    "description": "One image as the raw body (image/jpeg, image/png, image/webp, image/bmp, …), or one or more "
+    "images as multipart/form-data file fields (any field name).",
+    "content": {
+        "image/*": {"schema": {"type": "string", "format": "binary"}},
+        "multipart/form-data": {
+            "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
         },
-    }
+    },
 }
-_TOP_K_PARAMETER = {
-    "name": "top_k",
-    "in": "query",
-    "required": False,
-    "description": f"How many of the best classes to return per image (default {5}, at most the model's classes).",
-    "schema": {"type": "integer", "minimum": 1, "default": 5},
-}
+_TOP_K = QueryParameter(
+    "top_k",
+    f"How many of the best classes to return per image (default {DEFAULT_TOP_K}, at most the model's classes).",
+    {"type": "integer", "minimum": 1, "default": DEFAULT_TOP_K},
+)
 _PREDICT_BODY = {
-    "requestBody": {
-        "description": 'TF-Serving / KServe v1 style: {"instances": [{"b64": "<base64 image>"}, …]}; an instance '
-        'may also be {"<input name>": {"b64": "…"}}. Answers {"predictions": [[softmax scores], …]}.',
-        "content": {"application/json": {"example": {"instances": [{"b64": "iVBORw0KGgo…"}]}}},
-    }
+    "description": 'TF-Serving / KServe v1 style: {"instances": [{"b64": "<base64 image>"}, …]}; an instance '
+    'may also be {"<input name>": {"b64": "…"}}. Answers {"predictions": [[softmax scores], …]}.',
+    "content": {"application/json": {"example": {"instances": [{"b64": "iVBORw0KGgo…"}]}}},
 }
 
 
@@ -133,7 +129,7 @@ def _predictions(scores: npt.NDArray[np.float32], k: int, labels: tuple[str, ...
 
 
 def _top_k(raw: str | None, classes: int) -> int:
-    """The ``top_k`` query parameter: default 5 (or every class if fewer), 1..classes."""
+    """The ``top_k`` query parameter: ``DEFAULT_TOP_K`` (or every class if fewer) when absent, else 1..classes."""
     if raw is None:
         return min(DEFAULT_TOP_K, classes)
     k = int(raw) if raw.isdigit() else 0
@@ -151,66 +147,87 @@ def _describe(model: ServedModel) -> dict[str, Any]:
         "version": model.version,
         "platform": config.platform,
         "max_batch_size": config.max_batch_size,
-        "inputs": [{"name": t.name, "datatype": t.datatype, "shape": [-1, *t.dims]} for t in config.input],
-        "outputs": [{"name": t.name, "datatype": t.datatype, "shape": [-1, *t.dims]} for t in config.output],
+        **model.tensor_metadata(),
         "preprocessing": config.to_dict()["preprocessing"],
         "labels": list(config.labels),
     }
 
 
-def build_router(plane: DataPlane, max_body_bytes: int) -> RouteSet:
-    """The REST routes bound to a data plane; classify and predict are also fast-path routes."""
-    router = APIRouter(tags=["REST classification"])
+class ClassificationRoutes:
+    """The REST routes, bound to a data plane; classify and predict are fast-path routes.
 
-    @router.get("/v1/models", summary="Served models with their input spec, preprocessing and labels.")
-    async def list_models() -> Response:
-        return json_response({"models": [_describe(m) for m in plane.registry.served()]})
+    Args:
+        plane: Runs the requests.
+        max_body_bytes: Request bodies above this are refused (413).
+    """
 
-    async def predict(request: Request, model: str) -> Response:
+    def __init__(self, plane: DataPlane, max_body_bytes: int) -> None:
+        self.plane = plane
+        self.max_body_bytes = max_body_bytes
+
+    async def list_models(self, request: Request) -> Response:
+        """Every served model with its tensors, preprocessing and labels."""
+        return json_response({"models": [_describe(m) for m in self.plane.models.served()]})
+
+    async def predict(self, request: Request, model: str, version: str | None) -> Response:
+        """Base64 images in a JSON body → softmax scores per instance."""
         arrived = asyncio.get_running_loop().time()
-        served = plane.model(model, path_version(request))
-        with plane.track(served):
-            images = _instances(await read_body(request, max_body_bytes))
-            deadline = plane.deadline(served, arrived, timeout_header_us(request))
-            scores = await plane.classify_scores(served, images, deadline=deadline, is_gone=disconnect_probe(request))
+        served = self.plane.model(model, version)
+        with self.plane.track(served):
+            images = _instances(await read_body(request, self.max_body_bytes))
+            deadline = self.plane.deadline(served, arrived, timeout_header_us(request))
+            scores = await self.plane.classify_scores(
+                served, images, deadline=deadline, is_gone=disconnect_probe(request)
+            )
         return json_response({"predictions": scores})
 
-    async def classify(request: Request, model: str) -> Response:
+    async def classify(self, request: Request, model: str, version: str | None) -> Response:
+        """Raw-body or multipart images → labelled top-k per image."""
         arrived = asyncio.get_running_loop().time()
-        served = plane.model(model, path_version(request))
-        classes = served.config.output[0].dims[-1]
-        with plane.track(served):
-            top_k = _top_k(request.query_params.get("top_k"), classes)
-            images = await _images(request, max_body_bytes, served.config.max_batch_size + 1)
-            deadline = plane.deadline(served, arrived, timeout_header_us(request))
-            scores = await plane.classify_scores(served, images, deadline=deadline, is_gone=disconnect_probe(request))
-        predictions = _predictions(scores, top_k, served.config.labels)
+        served = self.plane.model(model, version)
+        config = served.config
+        with self.plane.track(served):
+            k = _top_k(request.query_params.get("top_k"), config.output[0].dims[-1])
+            images = await _images(request, self.max_body_bytes, config.max_batch_size + 1)
+            deadline = self.plane.deadline(served, arrived, timeout_header_us(request))
+            scores = await self.plane.classify_scores(
+                served, images, deadline=deadline, is_gone=disconnect_probe(request)
+            )
+        predictions = _predictions(scores, k, config.labels)
         results = [{"filename": name, "predictions": p} for (name, _), p in zip(images, predictions, strict=True)]
-        return json_response({"model": served.config.name, "version": served.version, "results": results})
+        return json_response({"model": config.name, "version": served.version, "results": results})
 
-    # ':predict' routes first: '{model}' would otherwise swallow 'name:predict' on other patterns.
-    for prefix in ("/v1/models/{model}", "/v1/models/{model}/versions/{version}"):
-        router.add_api_route(
-            prefix + ":predict",
-            predict,
-            methods=["POST"],
-            summary="TF-Serving style prediction from base64 images: softmax scores per instance.",
-            responses=_ERRORS,
-            openapi_extra=route_docs(prefix, _PREDICT_BODY),
+    def routes(self) -> RouteGroup:
+        """The REST routes, ':predict' first: Starlette's '{model}' would otherwise swallow 'name:predict'."""
+        return RouteGroup(
+            "REST classification",
+            (
+                Route(
+                    "GET",
+                    "/v1/models",
+                    self.list_models,
+                    "Served models with their input spec, preprocessing and labels.",
+                ),
+                Route(
+                    "POST",
+                    "/v1/models/{model}:predict",
+                    self.predict,
+                    "TF-Serving style prediction from base64 images: softmax scores per instance.",
+                    responses=_ERRORS,
+                    body=_PREDICT_BODY,
+                    hot=True,
+                    versioned=True,
+                ),
+                Route(
+                    "POST",
+                    "/v1/models/{model}/classify",
+                    self.classify,
+                    "Classify images: top_k labels with softmax scores for each image.",
+                    responses=_ERRORS,
+                    body=_CLASSIFY_BODY,
+                    query=(_TOP_K,),
+                    hot=True,
+                    versioned=True,
+                ),
+            ),
         )
-    for prefix in ("/v1/models/{model}", "/v1/models/{model}/versions/{version}"):
-        router.add_api_route(
-            prefix + "/classify",
-            classify,
-            methods=["POST"],
-            summary="Classify images: top_k labels with softmax scores for each image.",
-            responses=_ERRORS,
-            openapi_extra=route_docs(prefix, _CLASSIFY_BODY, query=[_TOP_K_PARAMETER]),
-        )
-    return RouteSet(
-        router,
-        (
-            HotRoute.for_template("/v1/models/{model}:predict", predict),
-            HotRoute.for_template("/v1/models/{model}/classify", classify),
-        ),
-    )

@@ -13,7 +13,7 @@ import pytest
 from live_server import Reference, Server
 from PIL import Image
 
-from service.preprocess import Pipeline, preprocess, softmax
+from service.preprocess import ImageTransform, preprocess, softmax
 from service.repository import load_model_config
 
 BATCH = 32  # images per multipart request when sweeping the held-out set
@@ -46,7 +46,7 @@ def test_raw_body_classification_equals_onnx_runtime_on_the_same_preprocessing(
 ) -> None:
     config = load_model_config(model_repository / "lenet5_digits")
     assert config.preprocessing is not None
-    pipe = Pipeline.from_config(config.preprocessing)
+    pipe = ImageTransform.from_config(config.preprocessing)
     for png, _ in digits_holdout[:5]:
         response = httpx.post(
             f"{server.url}/v1/models/lenet5_digits/classify?top_k=10",
@@ -87,7 +87,7 @@ def test_rgb_model_classifies_a_jpeg_photo(server: Server, model_repository: Pat
     assert response.status_code == 200, response.text
     config = load_model_config(model_repository / "small_cnn")
     assert config.preprocessing is not None
-    x = preprocess(buffer.getvalue(), Pipeline.from_config(config.preprocessing), 10**7)[None]
+    x = preprocess(buffer.getvalue(), ImageTransform.from_config(config.preprocessing), 10**7)[None]
     best = int(np.argmax(reference("small_cnn", x)))
     top = response.json()["results"][0]["predictions"][0]
     assert (top["index"], top["label"]) == (best, config.labels[best])

@@ -14,7 +14,7 @@ import pytest
 
 from service.dataplane import DataPlane
 from service.main import create_app
-from service.registry import ModelRegistry
+from service.model_manager import ModelManager
 from service.settings import Settings
 
 SECRET = "secret internals /opt/model.onnx"
@@ -63,7 +63,7 @@ async def test_unhandled_error_on_other_routes_is_a_plain_500(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert (await client.get("/v2/models/stats")).status_code == 200
-    monkeypatch.setattr(ModelRegistry, "served", _boom)
+    monkeypatch.setattr(ModelManager, "served", _boom)
     response = await client.get("/v2/models/stats", headers={"X-Request-ID": "slow-1"})
     _assert_plain_500(response, "slow-1")
     assert SECRET in caplog.text

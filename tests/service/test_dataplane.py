@@ -15,16 +15,16 @@ from service.batching.errors import QueueFull
 from service.dataplane import DataPlane
 from service.errors import BadRequest, PayloadTooLarge, ServiceUnavailable, TooManyRequests
 from service.metrics import Metrics
-from service.registry import ModelRegistry
+from service.model_manager import ModelManager
 from service.settings import Settings
 
 
 async def make_plane(repository: Path, default_timeout_ms: int = 0, **settings: object) -> DataPlane:
     metrics = Metrics(CollectorRegistry())
-    registry = ModelRegistry(Settings(repository_path=repository, **settings), metrics)  # type: ignore[arg-type]
-    await registry.load_startup()
+    models = ModelManager(Settings(repository_path=repository, **settings), metrics)  # type: ignore[arg-type]
+    await models.load_startup()
     return DataPlane(
-        registry, metrics, max_image_pixels=10_000, default_timeout_ms=default_timeout_ms, preprocess_threads=1
+        models, metrics, max_image_pixels=10_000, default_timeout_ms=default_timeout_ms, preprocess_threads=1
     )
 
 
@@ -33,7 +33,7 @@ async def plane(tiny_repository: Callable[..., Path]) -> AsyncIterator[DataPlane
     repository = tiny_repository(dynamic_batching={"default_queue_policy": {"default_timeout_microseconds": 7000}})
     plane = await make_plane(repository)
     yield plane
-    await plane.registry.close()
+    await plane.models.close()
     plane.close()
 
 
@@ -78,7 +78,7 @@ async def test_batcher_refusals_become_service_errors(
         with pytest.raises(TooManyRequests, match="overloaded: queue holds 1 requests, the limit is 1") as caught:
             await plane.infer(model, x, 1, deadline=None, is_gone=None)
     assert caught.value.headers["Retry-After"] == "3"
-    await plane.registry.unload("tiny")
+    await plane.models.unload("tiny")
     with pytest.raises(ServiceUnavailable, match="shutting down"):
         await plane.infer(model, x, 1, deadline=None, is_gone=None)
     plane.close()

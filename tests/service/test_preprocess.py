@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -14,7 +16,7 @@ from service.preprocess import (
     PARITY_TOLERANCE,
     ImageError,
     ImageTooLarge,
-    Pipeline,
+    ImageTransform,
     decode,
     preprocess,
     softmax,
@@ -60,7 +62,7 @@ def test_matches_torchvision_within_the_stated_tolerance(photo: str, config: str
     pre = CONFIGS[config]
     data = encode(getattr(skimage_data, photo)(), fmt)
     expected = torchvision_reference(data, pre)
-    got = preprocess(data, Pipeline.from_config(pre), max_pixels=10**8)
+    got = preprocess(data, ImageTransform.from_config(pre), max_pixels=10**8)
     assert got.shape == expected.shape
     assert got.dtype == np.float32
     error = float(np.abs(got - expected).max())
@@ -71,7 +73,7 @@ def test_non_square_portrait_keeps_torchvision_rounding() -> None:
     portrait = np.ascontiguousarray(skimage_data.astronaut()[:, 100:413])  # 512 x 313: long side rounds down
     pre = Preprocessing(resize=100, crop=(90, 60))
     data = encode(portrait, "PNG")
-    got = preprocess(data, Pipeline.from_config(pre), max_pixels=10**8)
+    got = preprocess(data, ImageTransform.from_config(pre), max_pixels=10**8)
     assert np.abs(got - torchvision_reference(data, pre)).max() <= PARITY_TOLERANCE
 
 
@@ -128,7 +130,15 @@ def test_top_k_orders_best_first_and_breaks_ties_by_index() -> None:
     np.testing.assert_allclose(values, [[0.4, 0.4, 0.1]])
 
 
-@pytest.mark.skipif("PILLOW_BLOCKS_MAX" in os.environ, reason="the operator's PILLOW_BLOCKS_MAX takes precedence")
-def test_pillow_keeps_freed_image_memory_for_reuse() -> None:
-    # Without a block cache every image is fresh memory from the kernel (page faults: a third of the time).
-    assert Image.core.get_blocks_max() >= 1
+def test_pillow_keeps_freed_image_memory_for_reuse_once_configured_not_on_import() -> None:
+    # Without a block cache every image is fresh memory from the kernel (page faults: a third of the time). The
+    # setting is process-wide, so it is made at startup (configure_pillow), never as a side effect of an import.
+    script = (
+        "from PIL import Image; import service.preprocess as p; imported = Image.core.get_blocks_max(); "
+        "p.configure_pillow(); print(imported, Image.core.get_blocks_max())"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "PILLOW_BLOCKS_MAX"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    on_import, configured = map(int, done.stdout.split())
+    assert on_import == 0
+    assert configured >= 1

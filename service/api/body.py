@@ -1,0 +1,65 @@
+"""Reading a request body: bounded by the body limit as it streams in, then decompressed (Content-Encoding).
+
+A zip bomb stops at the limit too: decompression never produces more than ``limit + 1`` bytes.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from starlette.requests import ClientDisconnect, Request
+
+from service.errors import BadRequest, ClientClosedRequest, PayloadTooLarge, UnsupportedMediaType
+
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def _too_large(size: int, limit: int, what: str) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"{what} is {size} bytes, the limit is {limit} bytes (CNNSERVE_MAX_BODY_BYTES)", code="body_too_large"
+    )
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    wbits = _WBITS.get(encoding)
+    if wbits is None:
+        raise UnsupportedMediaType(
+            f"Content-Encoding '{encoding}' is not supported; send gzip, deflate or identity",
+            code="unsupported_encoding",
+        )
+    decoder = zlib.decompressobj(wbits)
+    try:
+        out = decoder.decompress(body, limit + 1)  # bounded: a zip bomb stops at limit + 1 bytes
+    except zlib.error as err:
+        raise BadRequest(f"body is not valid {encoding} data ({err})", code="bad_encoding") from err
+    if len(out) > limit:
+        raise _too_large(len(out), limit, "decompressed body (at least)")
+    if not decoder.eof:
+        raise BadRequest(f"{encoding} body is truncated: the compressed stream does not end", code="bad_encoding")
+    return out
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``limit`` bytes, decompressed if encoded.
+
+    Raises:
+        PayloadTooLarge: declared or actual size (compressed or not) above ``limit``.
+        UnsupportedMediaType / BadRequest: unknown or broken Content-Encoding.
+        ClientClosedRequest: the client went away mid-upload.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(int(declared), limit, "body")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(size, limit, "body (at least)")
+            chunks.append(chunk)
+    except ClientDisconnect as err:
+        raise ClientClosedRequest("client disconnected while sending the body") from err
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    return body if encoding == "identity" else _decompress(body, encoding, limit)

@@ -1,0 +1,138 @@
+"""The thread side of loading a model: config, digest, ONNX Runtime sessions, graph validation, warm-up.
+
+Everything here is slow and blocking, so ``ModelManager`` runs it in a worker thread; what comes back is a
+``LoadedModel``, ready to be put in service on the event loop (``served_model.start_serving``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+
+from service.errors import BadRequest
+from service.providers import ProviderSettings, choose_providers
+from service.repository import ConfigError, ModelConfig, load_model_config, model_config_from_dict, version_dirs
+from service.runtime import ModelRunner, create_session, session_options, threads_per_session
+from service.settings import Settings
+from service.validation import validate_graph, verify_digest
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model whose sessions are created, validated against its config and warm."""
+
+    config: ModelConfig  # with the settings' batching overrides applied: what /config reports
+    version: str
+    runner: ModelRunner
+
+
+def requested_config(name: str, document: dict[str, Any]) -> ModelConfig:
+    """The config a load request sends in ``parameters.config``; a wrong one is the client's fault (400).
+
+    Raises:
+        BadRequest: the document is not a valid config.json, or it names another model than the URL.
+    """
+    try:
+        config = model_config_from_dict(document, source="load request parameters.config")
+    except ConfigError as err:
+        raise BadRequest(f"failed to load model '{name}': {err}", code="model_load_failed") from err
+    if config.name != name:
+        raise BadRequest(
+            f"failed to load model '{name}': load request config names model '{config.name}', but the URL loads "
+            f"'{name}'",
+            code="model_load_failed",
+        )
+    return config
+
+
+class ModelLoader:
+    """Builds loaded models from the repository with the settings' providers, thread budget and batching overrides.
+
+    Args:
+        settings: Repository path, provider and thread settings, batching overrides, the inline-batch bound.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.repository: Path = settings.repository_path
+        self.providers = ProviderSettings(
+            preference=settings.providers,
+            require_gpu=settings.require_gpu,
+            device_id=settings.cuda_device_id,
+            tensorrt_fp16=settings.tensorrt_fp16,
+            tensorrt_cache_path=settings.tensorrt_cache_path or settings.repository_path / ".trt_cache",
+        )
+
+    def load(self, name: str, config: ModelConfig | None, other_sessions: int) -> LoadedModel:
+        """Read (unless given), verify, create sessions, validate and warm up the newest version of ``name``.
+
+        Args:
+            name: Model folder in the repository.
+            config: The config to use instead of the folder's config.json (a load request's override).
+            other_sessions: Sessions of other models sharing the CPUs, for this model's thread budget.
+
+        Raises:
+            Exception: whatever made the model unservable (ConfigError, a digest or graph mismatch, ORT's error).
+        """
+        started = time.perf_counter()
+        model_dir = self.repository / name
+        config = self._effective_config(config or load_model_config(model_dir))
+        versions = version_dirs(model_dir)
+        if not versions:
+            raise FileNotFoundError(f"{model_dir}: no numbered version folder holding model.onnx")
+        version, path = list(versions.items())[-1]
+        verify_digest(config, version, path)
+        count = config.instance_group.count
+        threads = threads_per_session(count + other_sessions, self.settings.workers, self.settings.intra_op_threads)
+        runner, runs = self._warm_runner(path, config, threads)
+        logger.info(
+            "model '%s' version %s ready: %d instance(s) on %s (%s), %d ORT thread(s) each, "
+            "%d warm-up runs, %.2f s",
+            name, version, count, runner.device, runner.sessions[0].get_providers()[0], threads, runs,
+            time.perf_counter() - started,
+        )  # fmt: skip
+        return LoadedModel(config, version, runner)
+
+    def _warm_runner(self, path: Path, config: ModelConfig, threads: int) -> tuple[ModelRunner, int]:
+        """The model's runner, validated against its config and warm; returns it and the warm-up runs made.
+
+        A CPU model fast enough to run on the event loop also gets single-threaded sessions for those runs.
+        """
+        providers = choose_providers(config, self.providers)
+        sessions, device = self._sessions(path, config, providers, threads)
+        validate_graph(config, sessions[0])
+        runner = ModelRunner(sessions, config, device, device_id=self.providers.device_id)
+        runs = runner.warm_up(config)
+        if device == "cpu" and threads > 1 and runner.batch_one_s(config) <= self.settings.inline_batch_us / 1e6:
+            inline, _ = self._sessions(path, config, providers, 1)
+            runner = ModelRunner(sessions, config, device, device_id=self.providers.device_id, inline_sessions=inline)
+            runs += runner.warm_up_inline(config)
+        return runner, runs
+
+    def _sessions(
+        self, path: Path, config: ModelConfig, providers: list[str], threads: int
+    ) -> tuple[list[ort.InferenceSession], str]:
+        """One session per instance, ``threads`` intra-op threads each, and the device they really run on."""
+        options = session_options(threads, self.settings.ort_allow_spinning)
+        created = [
+            create_session(path, config, providers, self.providers, options) for _ in range(config.instance_group.count)
+        ]
+        return [session for session, _ in created], created[0][1]
+
+    def _effective_config(self, config: ModelConfig) -> ModelConfig:
+        """config.json with the settings' batching overrides applied."""
+        batching = config.dynamic_batching
+        if self.settings.max_queue_delay_us is not None:
+            batching = dataclasses.replace(batching, max_queue_delay_microseconds=self.settings.max_queue_delay_us)
+        if self.settings.max_queue_size is not None:
+            policy = dataclasses.replace(batching.default_queue_policy, max_queue_size=self.settings.max_queue_size)
+            batching = dataclasses.replace(batching, default_queue_policy=policy)
+        return dataclasses.replace(config, dynamic_batching=batching)

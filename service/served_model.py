@@ -1,0 +1,68 @@
+"""The event-loop side of loading a model: its metrics and a started batcher; and ``ServedModel``, what requests see.
+
+``start_serving`` takes a ``LoadedModel`` (built in a thread by ``model_loader``) and must run on the event loop,
+which the batcher's collector task needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from service.batching.batcher import Batcher
+from service.batching.policy import BatchPolicy
+from service.metrics import Metrics, ModelMetrics
+from service.model_loader import LoadedModel
+from service.preprocess import ImageTransform
+from service.repository import ModelConfig, TensorSpec
+from service.runtime import ModelRunner
+from service.signature import Signature
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """Everything one loaded model needs at request time."""
+
+    config: ModelConfig  # with the settings' batching overrides applied: what /config reports
+    version: str
+    signature: Signature
+    transform: ImageTransform | None  # None: the model takes tensors only
+    runner: ModelRunner
+    batcher: Batcher
+    metrics: ModelMetrics
+
+    def tensor_metadata(self) -> dict[str, list[dict[str, Any]]]:
+        """``inputs`` and ``outputs`` as KServe v2 metadata describes tensors: the batch axis is ``-1``."""
+        return {"inputs": _describe(self.config.input), "outputs": _describe(self.config.output)}
+
+
+def _describe(specs: tuple[TensorSpec, ...]) -> list[dict[str, Any]]:
+    return [{"name": t.name, "datatype": t.datatype, "shape": [-1, *t.dims]} for t in specs]
+
+
+def start_serving(loaded: LoadedModel, metrics: Metrics, inline_batch_us: int) -> ServedModel:
+    """Give a loaded model its metrics and a started batcher.
+
+    Args:
+        loaded: The model, warm.
+        metrics: Where the model gets its instruments.
+        inline_batch_us: Batches predicted faster than this run on the event loop (the setting of that name).
+    """
+    config = loaded.config
+    batching = config.dynamic_batching
+    policy = BatchPolicy(
+        max_batch_size=config.max_batch_size,
+        max_queue_delay_s=batching.max_queue_delay_microseconds / 1e6,
+        max_queue_size=batching.default_queue_policy.max_queue_size,
+        preferred_batch_size=max(batching.preferred_batch_size, default=0),
+        instances=config.instance_group.count,
+        inline_max_s=inline_batch_us / 1e6,
+    )
+    batcher: Batcher  # bound below; the gauge reads it only at scrape time
+    model_metrics = metrics.add_model(config.name, loaded.version, lambda: batcher.queued)
+    batcher = Batcher(loaded.runner, policy, model_metrics, name=config.name, run_inline=loaded.runner.run_inline)
+    batcher.start()
+    transform = ImageTransform.from_config(config.preprocessing) if config.preprocessing else None
+    return ServedModel(
+        config, loaded.version, Signature.from_config(config), transform, loaded.runner, batcher, model_metrics
+    )
