@@ -27,6 +27,11 @@ FOLDER_MARKERS = {
 }
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--soak-s``: how long tests/integration/test_soak.py runs (its default is CI-sized)."""
+    parser.addoption("--soak-s", type=float, default=None, help="soak test duration in seconds")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test under tests/ with its folder's marker (``FOLDER_MARKERS``)."""
     for item in items:
