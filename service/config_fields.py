@@ -61,15 +61,20 @@ def _is_object(value: Any) -> bool:
     return isinstance(value, dict)
 
 
-def _int_at_least(minimum: int | None) -> Callable[[Any], bool]:
-    return lambda v: _is_int(v) and (minimum is None or v >= minimum)
+def _int_within(minimum: int | None, maximum: int | None) -> Callable[[Any], bool]:
+    return lambda v: _is_int(v) and (minimum is None or v >= minimum) and (maximum is None or v <= maximum)
 
 
 def _list_of(accept_item: Callable[[Any], bool], length: int | None = None) -> Callable[[Any], bool]:
     return lambda v: _is_list(v) and (length is None or len(v) == length) and all(accept_item(x) for x in v)
 
 
-def _at_least(minimum: int | None) -> str:
+def _within(minimum: int | None, maximum: int | None) -> str:
+    """The bounds as a message states them: `` >= 1``, `` <= 16``, `` from 1 to 16``."""
+    if minimum is not None and maximum is not None:
+        return f" from {minimum} to {maximum}"
+    if maximum is not None:
+        return f" <= {maximum}"
     return "" if minimum is None else f" >= {minimum}"
 
 
@@ -117,14 +122,16 @@ class Fields:
             raise self.error(key, f"is {_shown(value)}, expected {expected}")
         return value
 
-    def integer(self, key: str, minimum: int | None = None) -> int:
-        """An integer field (``true`` is refused), at least ``minimum`` when given."""
-        return int(self._read(key, f"an integer{_at_least(minimum)}", _int_at_least(minimum)))
+    def integer(self, key: str, minimum: int | None = None, maximum: int | None = None) -> int:
+        """An integer field (``true`` is refused), within ``minimum``..``maximum`` when given."""
+        return int(self._read(key, f"an integer{_within(minimum, maximum)}", _int_within(minimum, maximum)))
 
-    def integers(self, key: str, minimum: int | None = None, length: int | None = None) -> tuple[int, ...]:
-        """A list of integers, each at least ``minimum`` and ``length`` of them when given."""
-        expected = f"a list of {'' if length is None else f'{length} '}integers{_at_least(minimum)}"
-        return tuple(self._read(key, expected, _list_of(_int_at_least(minimum), length)))
+    def integers(
+        self, key: str, minimum: int | None = None, length: int | None = None, maximum: int | None = None
+    ) -> tuple[int, ...]:
+        """A list of integers, each within ``minimum``..``maximum`` and ``length`` of them when given."""
+        expected = f"a list of {'' if length is None else f'{length} '}integers{_within(minimum, maximum)}"
+        return tuple(self._read(key, expected, _list_of(_int_within(minimum, maximum), length)))
 
     def numbers(self, key: str) -> tuple[float, ...]:
         """A list of numbers (integers or decimals), returned as floats."""

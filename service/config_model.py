@@ -25,6 +25,20 @@ TRITON_TO_V2_DATATYPE: dict[str, str] = {
     "TYPE_BOOL": "BOOL",
 }
 
+#: Upper bounds on what a config may ask of one server process, whether it comes from a config.json file or from a
+#: load request's ``parameters.config``: a value beyond its bound is refused, naming the field, the value and the
+#: bound. Warm-up runs every batch size up to ``max_batch_size`` on every instance of every served version, and each
+#: queued request may hold a whole body, so these cap the sessions, memory and start-up time a config can demand.
+MAX_BATCH_SIZE = 1024
+MAX_INSTANCE_COUNT = 16
+MAX_SERVED_VERSIONS = 16
+MAX_QUEUE_SIZE = 16_384
+MAX_QUEUE_DELAY_MICROSECONDS = 1_000_000  # 1 s: longer makes no sense for an online service
+MAX_TIMEOUT_MICROSECONDS = 600_000_000  # 10 minutes
+MAX_PREFERRED_BATCH_SIZES = 16
+MAX_TENSOR_ELEMENTS = 2**24  # per row: 64 MiB of FP32
+MAX_IMAGE_SIDE = 8192  # preprocessing.resize and crop, in pixels
+
 #: torchvision's ImageNet channel statistics, the default normalisation of an RGB model.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -101,6 +115,34 @@ class VersionInfo:
 
 
 @dataclass(frozen=True)
+class VersionPolicy:
+    """Triton's ``version_policy``: which numbered version folders are served.
+
+    ``latest`` serves the ``num_versions`` highest, ``specific`` those listed that exist, ``all`` every one.
+    """
+
+    kind: str = "latest"  # latest | specific | all
+    num_versions: int = 1
+    versions: tuple[int, ...] = ()
+
+    def select(self, available: list[str]) -> list[str]:
+        """The versions to serve out of ``available`` (folder names, lowest first), in the same order."""
+        if self.kind == "all":
+            return list(available)
+        if self.kind == "specific":
+            return [v for v in available if int(v) in self.versions]
+        return list(available[-self.num_versions :])
+
+    def to_json(self) -> dict[str, Any]:
+        """The policy as Triton spells it (``{"latest": {"num_versions": n}}``, ``{"all": {}}``, …)."""
+        if self.kind == "all":
+            return {"all": {}}
+        if self.kind == "specific":
+            return {"specific": {"versions": list(self.versions)}}
+        return {"latest": {"num_versions": self.num_versions}}
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Everything the service needs to serve one model; see :mod:`service.repository` for the file layout."""
 
@@ -115,10 +157,13 @@ class ModelConfig:
     instance_group: InstanceGroup = field(default_factory=InstanceGroup)
     execution_providers: tuple[str, ...] = ()
     platform: str = PLATFORM
+    version_policy: VersionPolicy = field(default_factory=VersionPolicy)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON-ready form written to config.json (tuples become lists)."""
-        return json.loads(json.dumps(asdict(self)))
+        """The JSON-ready form written to config.json (tuples become lists; the version policy as Triton spells it)."""
+        document: dict[str, Any] = json.loads(json.dumps(asdict(self)))
+        document["version_policy"] = self.version_policy.to_json()
+        return document
 
     def triton_config(self) -> dict[str, Any]:
         """Triton's model-configuration JSON, as served by ``/v2/models/{m}/config``."""
@@ -132,5 +177,5 @@ class ModelConfig:
             "output": d["output"],
             "dynamic_batching": d["dynamic_batching"],
             "instance_group": [d["instance_group"]],
-            "version_policy": {"latest": {"num_versions": 1}},
+            "version_policy": d["version_policy"],
         }

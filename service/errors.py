@@ -49,6 +49,13 @@ class Unauthorized(ServiceError):
     code = "unauthorized"
 
 
+class Forbidden(ServiceError):
+    """403: the request is understood but this server's settings do not allow it (repository control is off)."""
+
+    status_code = 403
+    code = "forbidden"
+
+
 class NotFound(ServiceError):
     """404: unknown model, version, output or route."""
 

@@ -23,6 +23,7 @@ from service.logs import configure_logging
 from service.metrics import Metrics
 from service.model_manager import ModelManager
 from service.preprocess import configure_pillow
+from service.repository_poll import RepositoryPoller
 from service.runtime import available_cpus
 from service.settings import Settings
 
@@ -55,15 +56,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     readiness = health.Readiness()
 
+    poller = RepositoryPoller(models, settings.repository_poll_s) if settings.model_control == "poll" else None
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await models.load_startup()
-        readiness.ready = True
-        logger.info("ready: serving %s from %s", [m.config.name for m in models.served()], models.repository)
+        if poller is not None:
+            poller.start()  # its first snapshot precedes the startup load, so a change made meanwhile is picked up
         try:
+            await models.load_startup()
+            readiness.ready = True
+            logger.info(
+                "ready: serving %s from %s", sorted({m.config.name for m in models.served()}), models.repository
+            )
             yield
         finally:
             readiness.ready = False
+            if poller is not None:
+                await poller.stop()
             await models.close()  # uvicorn has already drained the connections: this runs what is still queued
             plane.close()
             logger.info("stopped")

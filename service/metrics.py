@@ -88,7 +88,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self.models: dict[str, ModelMetrics] = {}
+        self.models: dict[tuple[str, str], ModelMetrics] = {}  # by (model, version)
         self.outcomes: Counter[tuple[str, str, str]] = Counter()  # (model, outcome, reason) -> requests
         self.request_seconds = self._histogram("cnnserve_request_duration_seconds", "End-to-end request latency.")
         self.queue_seconds = self._histogram("cnnserve_queue_duration_seconds", "Time requests waited in the queue.")
@@ -109,15 +109,24 @@ class Metrics:
         return Histogram(name, documentation, ["model"], buckets=LATENCY_BUCKETS_S, registry=self.registry)
 
     def add_model(self, model: str, version: str, queue_depth: Callable[[], int]) -> ModelMetrics:
-        """Instruments for a newly served model (replacing those of a previous load of the same name)."""
-        self.models[model] = ModelMetrics(self, model, version, queue_depth)
-        return self.models[model]
+        """Instruments for a newly served model version (replacing those of a previous load of that version).
+
+        The ``cnnserve_*`` series are per model (all its versions together); Triton's carry the version too.
+        """
+        self.models[(model, version)] = ModelMetrics(self, model, version, queue_depth)
+        return self.models[(model, version)]
 
     def remove_model(self, model: str, instance: ModelMetrics) -> None:
-        """Drop an unloaded model's series, unless a newer load of the same name already replaced them."""
-        if self.models.get(model) is not instance:
+        """Drop an unloaded version's series, unless a newer load of that version already replaced them.
+
+        The per-model histograms go with the model's last version.
+        """
+        key = (model, instance.version)
+        if self.models.get(key) is not instance:
             return
-        del self.models[model]
+        del self.models[key]
+        if any(name == model for name, _ in self.models):
+            return
         for histogram in (
             self.request_seconds,
             self.queue_seconds,
@@ -149,9 +158,10 @@ class _ScrapeTimeCollector(Collector):
         yield requests
         depth = GaugeMetricFamily("cnnserve_queue_depth", "Requests waiting in the queue.", labels=["model"])
         inflight = GaugeMetricFamily("cnnserve_inflight_requests", "Requests being served.", labels=["model"])
-        for m in models:
-            depth.add_metric([m.model], m.queue_depth())
-            inflight.add_metric([m.model], m.inflight)
+        for name in sorted({m.model for m in models}):  # one series per model: its versions summed
+            versions = [m for m in models if m.model == name]
+            depth.add_metric([name], sum(m.queue_depth() for m in versions))
+            inflight.add_metric([name], sum(m.inflight for m in versions))
         yield depth
         yield inflight
         yield from _triton_metrics(models)

@@ -15,9 +15,17 @@ from typing import Any
 
 import onnxruntime as ort
 
+from service.config_model import MAX_SERVED_VERSIONS
 from service.errors import BadRequest
 from service.providers import ProviderSettings, choose_providers
-from service.repository import ConfigError, ModelConfig, load_model_config, model_config_from_dict, version_dirs
+from service.repository import (
+    MODEL_FILENAME,
+    ConfigError,
+    ModelConfig,
+    load_model_config,
+    model_config_from_dict,
+    version_dirs,
+)
 from service.runtime import ModelRunner, create_session, session_options, threads_per_session
 from service.settings import Settings
 from service.validation import validate_graph, verify_digest
@@ -53,6 +61,28 @@ def requested_config(name: str, document: dict[str, Any]) -> ModelConfig:
     return config
 
 
+def selected_versions(model_dir: Path, config: ModelConfig) -> dict[str, Path]:
+    """The version folders ``config.version_policy`` serves, lowest first.
+
+    Raises:
+        ConfigError: the policy selects no version folder, or more than ``MAX_SERVED_VERSIONS``.
+    """
+    available = version_dirs(model_dir)
+    chosen = config.version_policy.select(list(available))
+    policy = config.version_policy.to_json()
+    if not chosen:
+        raise ConfigError(
+            f"model '{config.name}': version_policy {policy} selects none of the version folders holding "
+            f"{MODEL_FILENAME} ({sorted(available, key=int)})"
+        )
+    if len(chosen) > MAX_SERVED_VERSIONS:
+        raise ConfigError(
+            f"model '{config.name}': version_policy {policy} selects {len(chosen)} versions, at most "
+            f"{MAX_SERVED_VERSIONS} are served"
+        )
+    return {version: available[version] for version in chosen}
+
+
 class ModelLoader:
     """Builds loaded models from the repository with the settings' providers, thread budget and batching overrides.
 
@@ -71,33 +101,40 @@ class ModelLoader:
             tensorrt_cache_path=settings.tensorrt_cache_path or settings.repository_path / ".trt_cache",
         )
 
-    def load(self, name: str, config: ModelConfig | None, other_sessions: int) -> LoadedModel:
-        """Read (unless given), verify, create sessions, validate and warm up the newest version of ``name``.
+    def load(self, name: str, config: ModelConfig | None, other_sessions: int) -> list[LoadedModel]:
+        """Read (unless given), verify, create sessions, validate and warm up every version the policy selects.
+
+        The versions load together: if one fails, the whole load fails and nothing of it is served.
 
         Args:
             name: Model folder in the repository.
             config: The config to use instead of the folder's config.json (a load request's override).
             other_sessions: Sessions of other models sharing the CPUs, for this model's thread budget.
 
+        Returns:
+            One loaded model per selected version, lowest version first.
+
         Raises:
             Exception: whatever made the model unservable (ConfigError, a digest or graph mismatch, ORT's error).
         """
-        started = time.perf_counter()
         model_dir = self.repository / name
         config = self._effective_config(config or load_model_config(model_dir))
-        versions = version_dirs(model_dir)
-        if not versions:
-            raise FileNotFoundError(f"{model_dir}: no numbered version folder holding model.onnx")
-        version, path = list(versions.items())[-1]
-        verify_digest(config, version, path)
+        paths = selected_versions(model_dir, config)
         count = config.instance_group.count
-        threads = threads_per_session(count + other_sessions, self.settings.workers, self.settings.intra_op_threads)
+        threads = threads_per_session(
+            count * len(paths) + other_sessions, self.settings.workers, self.settings.intra_op_threads
+        )
+        return [self._load_version(config, version, path, threads) for version, path in paths.items()]
+
+    def _load_version(self, config: ModelConfig, version: str, path: Path, threads: int) -> LoadedModel:
+        started = time.perf_counter()
+        verify_digest(config, version, path)
         runner, runs = self._warm_runner(path, config, threads)
         logger.info(
             "model '%s' version %s ready: %d instance(s) on %s (%s), %d ORT thread(s) each, "
             "%d warm-up runs, %.2f s",
-            name, version, count, runner.device, runner.sessions[0].get_providers()[0], threads, runs,
-            time.perf_counter() - started,
+            config.name, version, config.instance_group.count, runner.device, runner.sessions[0].get_providers()[0],
+            threads, runs, time.perf_counter() - started,
         )  # fmt: skip
         return LoadedModel(config, version, runner)
 

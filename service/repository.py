@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
 
+from service import config_model as limits
 from service.config_fields import Fields
 from service.config_model import (
     IMAGENET_MEAN,
@@ -31,6 +33,7 @@ from service.config_model import (
     QueuePolicy,
     TensorSpec,
     VersionInfo,
+    VersionPolicy,
 )
 
 __all__ = [
@@ -48,7 +51,9 @@ __all__ = [
     "QueuePolicy",
     "TensorSpec",
     "VersionInfo",
+    "VersionPolicy",
     "file_sha256",
+    "is_model_name",
     "list_models",
     "load_model_config",
     "model_config_from_dict",
@@ -57,16 +62,26 @@ __all__ = [
 
 CONFIG_FILENAME = "config.json"
 MODEL_FILENAME = "model.onnx"
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+")
+#: Longest model name, in bytes: one folder name on every common file system.
+MAX_NAME_BYTES = 255
+NAME_RULE = f"1 to {MAX_NAME_BYTES} characters from A-Z a-z 0-9 _ . -, and not '.' or '..'"
 _KINDS = ("KIND_AUTO", "KIND_CPU", "KIND_GPU")
 _CHANNELS = {"L": 1, "RGB": 3}
 _INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+
+
+def is_model_name(name: str) -> bool:
+    """Whether ``name`` can name a model folder: checked before any file is touched, for URLs and configs alike."""
+    return name not in (".", "..") and len(name) <= MAX_NAME_BYTES and _NAME_RE.fullmatch(name) is not None
 
 
 def _tensor(fields: Fields) -> TensorSpec:
     dims = fields.integers("dims")
     if not dims or min(dims) < 1:
         raise fields.error("dims", f"is {list(dims)}, expected positive sizes with the batch axis left out")
+    if (elements := math.prod(dims)) > limits.MAX_TENSOR_ELEMENTS:
+        raise fields.error("dims", f"is {list(dims)}: {elements} elements, at most {limits.MAX_TENSOR_ELEMENTS}")
     data_type = fields.text("data_type", choices=sorted(TRITON_TO_V2_DATATYPE))
     return TensorSpec(name=fields.text("name"), data_type=data_type, dims=dims)
 
@@ -74,16 +89,23 @@ def _tensor(fields: Fields) -> TensorSpec:
 def _batching(fields: Fields, max_batch_size: int) -> DynamicBatching:
     policy = fields.child("default_queue_policy", QueuePolicy)
     batching = DynamicBatching(
-        max_queue_delay_microseconds=fields.integer("max_queue_delay_microseconds", minimum=0),
+        max_queue_delay_microseconds=fields.integer(
+            "max_queue_delay_microseconds", minimum=0, maximum=limits.MAX_QUEUE_DELAY_MICROSECONDS
+        ),
         preferred_batch_size=fields.integers("preferred_batch_size"),
         default_queue_policy=QueuePolicy(
-            max_queue_size=policy.integer("max_queue_size", minimum=1),
-            default_timeout_microseconds=policy.integer("default_timeout_microseconds", minimum=0),
+            max_queue_size=policy.integer("max_queue_size", minimum=1, maximum=limits.MAX_QUEUE_SIZE),
+            default_timeout_microseconds=policy.integer(
+                "default_timeout_microseconds", minimum=0, maximum=limits.MAX_TIMEOUT_MICROSECONDS
+            ),
         ),
     )
-    bad = [b for b in batching.preferred_batch_size if not 1 <= b <= max_batch_size]
+    preferred = batching.preferred_batch_size
+    bad = [b for b in preferred if not 1 <= b <= max_batch_size]
     if bad:
         raise fields.error("preferred_batch_size", f"{bad} outside 1..max_batch_size={max_batch_size}")
+    if (n := len(preferred)) > limits.MAX_PREFERRED_BATCH_SIZES:
+        raise fields.error("preferred_batch_size", f"has {n} sizes, at most {limits.MAX_PREFERRED_BATCH_SIZES}")
     return batching
 
 
@@ -93,13 +115,36 @@ def _instance_group(top: Fields) -> InstanceGroup:
     if isinstance(raw, list):  # Triton writes a list of groups; one group is all we serve
         raw, path = (raw[0] if raw else {}), "instance_group[0]"
     fields = Fields(raw, top.where, path, InstanceGroup)
-    return InstanceGroup(count=fields.integer("count", minimum=1), kind=fields.text("kind", choices=_KINDS))
+    count = fields.integer("count", minimum=1, maximum=limits.MAX_INSTANCE_COUNT)
+    return InstanceGroup(count=count, kind=fields.text("kind", choices=_KINDS))
+
+
+def _version_policy(top: Fields) -> VersionPolicy:
+    """Triton's ``version_policy``: exactly one of ``latest``, ``specific`` or ``all``; left out, the latest one."""
+    fields = top.child("version_policy", VersionPolicy)
+    if not fields.raw:
+        return VersionPolicy()
+    kinds = sorted(fields.raw)
+    if len(kinds) != 1 or kinds[0] not in ("latest", "specific", "all"):
+        raise top.error("version_policy", f"has keys {kinds}, expected exactly one of 'latest', 'specific', 'all'")
+    kind = kinds[0]
+    policy = fields.child(kind, VersionPolicy)  # refuses a non-object, naming version_policy.<kind>
+    most = limits.MAX_SERVED_VERSIONS
+    if kind == "latest":
+        return VersionPolicy(kind, num_versions=policy.integer("num_versions", minimum=1, maximum=most))
+    if kind == "all":
+        return VersionPolicy(kind)
+    versions = policy.integers("versions", minimum=1)
+    if not 1 <= len(versions) <= most:
+        raise policy.error("versions", f"lists {len(versions)} versions, expected 1 to {most}")
+    return VersionPolicy(kind, versions=tuple(sorted(set(versions))))
 
 
 def _preprocessing(fields: Fields, first_input: TensorSpec) -> Preprocessing:
-    resize = fields.integer("resize", minimum=1)
+    side = limits.MAX_IMAGE_SIDE
+    resize = fields.integer("resize", minimum=1, maximum=side)
     # No crop given: the centre square of side ``resize``, as torchvision's Resize(n) + CenterCrop(n).
-    crop = fields.integers("crop", minimum=1, length=2) if "crop" in fields.raw else (resize, resize)
+    crop = fields.integers("crop", minimum=1, length=2, maximum=side) if "crop" in fields.raw else (resize, resize)
     pre = Preprocessing(
         resize=resize,
         crop=(crop[0], crop[1]),
@@ -134,9 +179,9 @@ def model_config_from_dict(raw: dict[str, Any], source: str = "config.json") -> 
     """
     name = Fields(raw, source, schema=ModelConfig).text("name")
     top = Fields(raw, f"{source} (model '{name}')", schema=ModelConfig)
-    if not _NAME_RE.match(name):
-        raise top.error("name", f"must match {_NAME_RE.pattern}")
-    max_batch_size = top.integer("max_batch_size", minimum=1)
+    if not is_model_name(name):
+        raise top.error("name", f"is {name[:64]!r}, expected {NAME_RULE}")
+    max_batch_size = top.integer("max_batch_size", minimum=1, maximum=limits.MAX_BATCH_SIZE)
     inputs = tuple(_tensor(t) for t in top.items("input", TensorSpec))
     outputs = tuple(_tensor(t) for t in top.items("output", TensorSpec))
     if not inputs or not outputs:
@@ -162,6 +207,7 @@ def model_config_from_dict(raw: dict[str, Any], source: str = "config.json") -> 
         instance_group=_instance_group(top),
         execution_providers=top.texts("execution_providers"),
         platform=top.text("platform", choices=(PLATFORM,)),
+        version_policy=_version_policy(top),
     )
 
 

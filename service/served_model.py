@@ -1,4 +1,5 @@
-"""The event-loop side of loading a model: its metrics and a started batcher; and ``ServedModel``, what requests see.
+"""The event-loop side of loading a model: its metrics and a started batcher; ``ServedModel``, what requests see, and
+``ServedVersions``, the versions of one model served side by side.
 
 ``start_serving`` takes a ``LoadedModel`` (built in a thread by ``model_loader``) and must run on the event loop,
 which the batcher's collector task needs.
@@ -34,6 +35,29 @@ class ServedModel:
     def tensor_metadata(self) -> dict[str, list[dict[str, Any]]]:
         """``inputs`` and ``outputs`` as KServe v2 metadata describes tensors: the batch axis is ``-1``."""
         return {"inputs": _describe(self.config.input), "outputs": _describe(self.config.output)}
+
+
+@dataclass(frozen=True)
+class ServedVersions:
+    """The versions of one model being served (those its version policy selects), lowest first.
+
+    Each version has its own sessions, batcher and metrics; a request that names no version gets the newest.
+    """
+
+    models: tuple[ServedModel, ...]
+
+    @property
+    def newest(self) -> ServedModel:
+        """The highest version: where requests without a version go."""
+        return self.models[-1]
+
+    def versions(self) -> list[str]:
+        """The served version numbers, lowest first."""
+        return [m.version for m in self.models]
+
+    def get(self, version: str) -> ServedModel | None:
+        """The served model of ``version``, or None when that version is not served."""
+        return next((m for m in self.models if m.version == version), None)
 
 
 def _describe(specs: tuple[TensorSpec, ...]) -> list[dict[str, Any]]:

@@ -9,8 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from service.config_model import MAX_QUEUE_DELAY_MICROSECONDS, MAX_QUEUE_SIZE
 
 #: The repository shipped with the code: ``<repo root>/models`` holding the default LeNet-5 digits model.
 DEFAULT_REPOSITORY = Path(__file__).resolve().parent.parent / "models"
@@ -27,6 +29,18 @@ class Settings(BaseSettings):
     models: CommaList = Field(
         default=(),
         description="Comma-separated model names to load at startup; empty loads every model in the repository.",
+    )
+    model_control: Literal["none", "explicit", "poll"] = Field(
+        default="none",
+        description="Who may change the models served after startup, as Triton's model control modes: none (nobody: "
+        "load and unload answer 403), explicit (the v2 repository load/unload API), poll (the repository folder is "
+        "watched; the API answers 403).",
+    )
+    repository_poll_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=3600,
+        description="Poll mode: seconds between scans of the repository folder (stat calls only; Triton's default).",
     )
     host: str = Field(default="127.0.0.1", description="Interface to listen on (0.0.0.0 in containers).")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port to listen on.")
@@ -54,10 +68,16 @@ class Settings(BaseSettings):
         default=40_000_000, ge=1, description="Largest decoded image (width x height) accepted; guards against bombs."
     )
     max_queue_delay_us: int | None = Field(
-        default=None, ge=0, description="Overrides every model's dynamic_batching.max_queue_delay_microseconds."
+        default=None,
+        ge=0,
+        le=MAX_QUEUE_DELAY_MICROSECONDS,
+        description="Overrides every model's dynamic_batching.max_queue_delay_microseconds.",
     )
     max_queue_size: int | None = Field(
-        default=None, ge=1, description="Overrides every model's dynamic_batching.default_queue_policy.max_queue_size."
+        default=None,
+        ge=1,
+        le=MAX_QUEUE_SIZE,
+        description="Overrides every model's dynamic_batching.default_queue_policy.max_queue_size.",
     )
     inline_batch_us: int = Field(
         default=1000,
@@ -102,3 +122,10 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @model_validator(mode="after")
+    def _poll_serves_the_whole_folder(self) -> Settings:
+        """In poll mode the folder decides what is served, so a startup list would be undone by the first poll."""
+        if self.model_control == "poll" and self.models:
+            raise ValueError("CNNSERVE_MODELS must be empty when CNNSERVE_MODEL_CONTROL is 'poll': the folder decides")
+        return self

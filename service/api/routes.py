@@ -24,7 +24,7 @@ Responses = Mapping[int, Mapping[str, Any]]
 #: OpenAPI descriptions of the path parameters a template may use.
 PATH_PARAMETERS = {
     "model": "Model name: its folder in the model repository.",
-    "version": "Model version; only the latest (served) version is accepted.",
+    "version": "Model version: one of those the model's version_policy serves (without it: the newest).",
 }
 _VERSION_SEGMENT = "/versions/{version}"
 _PARAMETER = re.compile(r"\{(\w+)\}")

@@ -81,7 +81,8 @@ class InferenceRoutes:
         """One model's versions, platform and tensors."""
         served = self.plane.model(model, version)
         config = served.config
-        metadata = {"name": config.name, "versions": [served.version], "platform": config.platform}
+        versions = self.plane.models.versions(config.name)
+        metadata = {"name": config.name, "versions": versions, "platform": config.platform}
         return json_response(metadata | served.tensor_metadata())
 
     async def model_config(self, request: Request, model: str, version: str | None) -> Response:
@@ -89,9 +90,11 @@ class InferenceRoutes:
         return json_response(self.plane.model(model, version).config.triton_config())
 
     async def model_stats(self, request: Request, model: str, version: str | None) -> Response:
-        """One model's Triton statistics."""
+        """One version's Triton statistics; without a version, every served version's (as Triton answers)."""
         served = self.plane.model(model, version)
-        return json_response({"model_stats": [served.metrics.stats.to_triton(served.config.name, served.version)]})
+        name = served.config.name
+        chosen = [served] if version else [m for m in self.plane.models.served() if m.config.name == name]
+        return json_response({"model_stats": [m.metrics.stats.to_triton(name, m.version) for m in chosen]})
 
     async def infer(self, request: Request, model: str, version: str | None) -> Response:
         """A v2 inference request (JSON or binary tensors) → the outputs it asks for."""

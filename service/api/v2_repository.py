@@ -1,7 +1,9 @@
 """KServe v2 repository extension, as Triton serves it: the repository index, and loading and unloading models.
 
 The model manager does the work; a load that fails on the server's side is a 500 (``model_load_failed``), one whose
-request is wrong (``parameters.config``, ``file:`` parameters) a 400.
+request is wrong (``parameters.config``, ``file:`` parameters) a 400. Load and unload answer only in the ``explicit``
+model control mode (``CNNSERVE_MODEL_CONTROL``); otherwise they are 403, before the body is read. The index answers
+in every mode.
 """
 
 from __future__ import annotations
@@ -15,10 +17,17 @@ from starlette.responses import Response
 from service.api.body import read_body
 from service.api.responses import json_response
 from service.api.routes import Responses, Route, RouteGroup
-from service.errors import BadRequest
+from service.errors import BadRequest, Forbidden
 from service.model_manager import ModelManager, ModelState
 
-_UNKNOWN_MODEL: Responses = {404: {"description": "Unknown model."}}
+_CONTROL: Responses = {
+    403: {"description": "Repository control is off: CNNSERVE_MODEL_CONTROL is not 'explicit'."},
+    404: {"description": "Unknown model."},
+}
+_REFUSAL = {
+    "none": "so what is served changes only when the operator restarts the server",
+    "poll": "so the server follows the repository folder: change the folder instead",
+}
 
 
 class RepositoryRoutes:
@@ -32,6 +41,16 @@ class RepositoryRoutes:
     def __init__(self, models: ModelManager, max_body_bytes: int) -> None:
         self.models = models
         self.max_body_bytes = max_body_bytes
+        self.control = models.settings.model_control
+
+    def _check_control(self) -> None:
+        """Only the ``explicit`` mode lets a client change what is served (Triton's ``--model-control-mode``)."""
+        if self.control != "explicit":
+            raise Forbidden(
+                f"repository control through the API is disabled: CNNSERVE_MODEL_CONTROL is '{self.control}', "
+                f"{_REFUSAL[self.control]}; the operator may set it to 'explicit' to allow load and unload",
+                code="model_control_disabled",
+            )
 
     async def _json_object(self, request: Request) -> dict[str, Any]:
         """The body as a JSON object; an empty body counts as ``{}``."""
@@ -53,6 +72,7 @@ class RepositoryRoutes:
 
     async def load(self, request: Request, model: str) -> Response:
         """Load or reload a model, optionally with the config.json document in ``parameters.config``."""
+        self._check_control()
         params = (await self._json_object(request)).get("parameters") or {}
         if any(key.startswith("file:") for key in params):
             raise BadRequest("loading model files through the request is not supported; put them in the repository")
@@ -62,10 +82,11 @@ class RepositoryRoutes:
         except orjson.JSONDecodeError as err:
             raise BadRequest(f"parameters.config is not valid JSON: {err}") from err
         served = await self.models.load(model, override=config)
-        return json_response({"name": model, "version": served.version, "state": ModelState.READY})
+        return json_response({"name": model, "version": served.newest.version, "state": ModelState.READY})
 
     async def unload(self, request: Request, model: str) -> Response:
         """Stop serving a model once its queued requests have run."""
+        self._check_control()
         await self._json_object(request)
         await self.models.unload(model)
         return json_response({"name": model, "state": ModelState.UNAVAILABLE})
@@ -88,7 +109,7 @@ class RepositoryRoutes:
                     "Load or reload a model (optionally with parameters.config); the old version serves until ready.",
                     responses={
                         400: {"description": "Invalid parameters.config, or model files sent in the request."},
-                        **_UNKNOWN_MODEL,
+                        **_CONTROL,
                         500: {"description": "The model failed to load (its files, digest, graph or sessions)."},
                     },
                 ),
@@ -97,7 +118,7 @@ class RepositoryRoutes:
                     "/v2/repository/models/{model}/unload",
                     self.unload,
                     "Unload a model; queued requests still finish.",
-                    responses=_UNKNOWN_MODEL,
+                    responses=_CONTROL,
                 ),
             ),
         )

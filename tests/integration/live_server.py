@@ -27,7 +27,10 @@ def start_server(repository: Path | None, log_path: Path, *flags: str, **setting
     """Start ``python -m service`` with CLI ``flags`` and ``CNNSERVE_<KEY>`` settings; wait until it is ready.
 
     ``repository=None`` leaves the flag out, so the service serves its default repository (the repo's models/).
+    The servers of the tests accept the repository load/unload API (``model_control=explicit``) unless a test
+    passes another ``model_control``; the service's own default, ``none``, is tested in test_model_control.py.
     """
+    settings.setdefault("model_control", "explicit")
     command = [sys.executable, "-m", "service", "--port", "{port}", *flags]
     if repository is not None:
         command += ["--repository", str(repository)]

@@ -103,7 +103,7 @@ async def test_load_request_config_override_must_name_the_same_model(tiny_reposi
     with pytest.raises(BadRequest, match="names model 'other', but the URL loads 'tiny'"):
         await models.load("tiny", override=document | {"name": "other"})
     served = await models.load("tiny", override=document | {"max_batch_size": 3})
-    assert served.batcher.policy.max_batch_size == 3
+    assert served.newest.batcher.policy.max_batch_size == 3
     await models.close()
 
 
@@ -120,3 +120,28 @@ async def test_fast_cpu_models_get_single_threaded_inline_sessions(tiny_reposito
         await plain.load_startup()
         assert plain.get("tiny").runner.inline_sessions is None
         await plain.close()
+
+
+@pytest.mark.parametrize("name", [".", "..", "a/b", "x" * 256, "tiny\n", "", "../tiny"])
+async def test_a_name_no_model_folder_can_have_is_unknown_before_any_file_is_touched(
+    tiny_repository: Callable[..., Path], name: str
+) -> None:
+    models = make_manager(tiny_repository())
+    await models.load_startup()
+    refusals = []
+    with pytest.raises(NotFound) as caught:
+        models.get(name)
+    refusals.append(caught.value)
+    with pytest.raises(NotFound) as caught:
+        await models.load(name)
+    refusals.append(caught.value)
+    with pytest.raises(NotFound) as caught:
+        await models.unload(name)
+    refusals.append(caught.value)
+    for refusal in refusals:
+        assert refusal.code == "model_not_found"
+        assert "a model name is 1 to 255 characters" in refusal.message
+        assert str(models.repository) not in refusal.message  # no server path echoed
+        assert len(refusal.message) < 200  # an over-long name is cut short
+    assert models.index() == [{"name": "tiny", "state": "READY", "reason": "", "version": "1"}]
+    await models.close()

@@ -53,10 +53,11 @@ def refusal(doc: Any) -> str:
 
 
 WRONG_TYPES = [
-    (("max_batch_size",), "x", '"x" (string)', "an integer >= 1"),
-    (("max_batch_size",), True, "true (boolean)", "an integer >= 1"),
-    (("max_batch_size",), 2.5, "2.5 (number)", "an integer >= 1"),
-    (("max_batch_size",), 0, "0 (integer)", "an integer >= 1"),
+    (("max_batch_size",), "x", '"x" (string)', "an integer from 1 to 1024"),
+    (("max_batch_size",), True, "true (boolean)", "an integer from 1 to 1024"),
+    (("max_batch_size",), 2.5, "2.5 (number)", "an integer from 1 to 1024"),
+    (("max_batch_size",), 0, "0 (integer)", "an integer from 1 to 1024"),
+    (("max_batch_size",), 1025, "1025 (integer)", "an integer from 1 to 1024"),
     (("input",), "x", '"x" (string)', "a list of objects"),
     (("input", 0), 3, "3 (integer)", "an object"),
     (("input", 0, "name"), 7, "7 (integer)", "a string"),
@@ -66,18 +67,28 @@ WRONG_TYPES = [
     (("input", 0, "dims"), [-1, 3, 8, 8], "[-1, 3, 8, 8]", "positive sizes with the batch axis left out"),
     (("output", 0, "dims"), [], "[]", "positive sizes with the batch axis left out"),
     (("dynamic_batching",), [], "[] (list)", "an object"),
-    (("dynamic_batching", "max_queue_delay_microseconds"), "soon", '"soon" (string)', "an integer >= 0"),
+    (("dynamic_batching", "max_queue_delay_microseconds"), "soon", '"soon" (string)', "an integer from 0 to 1000000"),
+    (("dynamic_batching", "max_queue_delay_microseconds"), 10**9, "1000000000", "an integer from 0 to 1000000"),
     (("dynamic_batching", "preferred_batch_size"), 4, "4 (integer)", "a list of integers"),
     (("dynamic_batching", "default_queue_policy"), None, "null (null)", "an object"),
-    (("dynamic_batching", "default_queue_policy", "max_queue_size"), "x", '"x" (string)', "an integer >= 1"),
-    (("dynamic_batching", "default_queue_policy", "max_queue_size"), True, "true (boolean)", "an integer >= 1"),
-    (("dynamic_batching", "default_queue_policy", "default_timeout_microseconds"), -1, "-1", "an integer >= 0"),
+    (("dynamic_batching", "default_queue_policy", "max_queue_size"), "x", '"x" (string)', "an integer from 1 to 16384"),
+    (("dynamic_batching", "default_queue_policy", "max_queue_size"), True, "true (boolean)", "an integer from 1 to"),
+    (("dynamic_batching", "default_queue_policy", "max_queue_size"), 10**9, "1000000000", "an integer from 1 to 16384"),
+    (("dynamic_batching", "default_queue_policy", "default_timeout_microseconds"), -1, "-1", "an integer from 0 to"),
+    (
+        ("dynamic_batching", "default_queue_policy", "default_timeout_microseconds"),
+        10**12,
+        "1000000000000",
+        "an integer from 0 to 600000000",
+    ),
     (("instance_group",), 3, "3 (integer)", "an object"),
-    (("instance_group", "count"), "many", '"many" (string)', "an integer >= 1"),
+    (("instance_group", "count"), "many", '"many" (string)', "an integer from 1 to 16"),
+    (("instance_group", "count"), 100, "100 (integer)", "an integer from 1 to 16"),
     (("instance_group", "kind"), "KIND_TPU", '"KIND_TPU" (string)', "one of 'KIND_AUTO', 'KIND_CPU', 'KIND_GPU'"),
     (("preprocessing",), 3, "3 (integer)", "an object"),
-    (("preprocessing", "resize"), "8", '"8" (string)', "an integer >= 1"),
-    (("preprocessing", "crop"), [8], "[8] (list)", "a list of 2 integers >= 1"),
+    (("preprocessing", "resize"), "8", '"8" (string)', "an integer from 1 to 8192"),
+    (("preprocessing", "resize"), 10**6, "1000000", "an integer from 1 to 8192"),
+    (("preprocessing", "crop"), [8], "[8] (list)", "a list of 2 integers from 1 to 8192"),
     (("preprocessing", "mean"), "x", '"x" (string)', "a list of numbers"),
     (("preprocessing", "std"), [1, "a", 1], '[1, "a", 1] (list)', "a list of numbers"),
     (("preprocessing", "invert"), 1, "1 (integer)", "a boolean (true or false)"),
@@ -135,7 +146,11 @@ def test_a_missing_required_field_is_named_by_its_path(path: FieldPath) -> None:
 def test_a_document_that_is_not_an_object_or_lacks_a_name_is_refused_naming_the_source() -> None:
     assert refusal([]) == f"{SOURCE}: the document is [] (list), expected an object"
     assert refusal(with_value(document(), ("name",), 5)) == f"{SOURCE}: name is 5 (integer), expected a string"
-    assert "name must match" in refusal(with_value(document(), ("name",), "a b"))
+    assert "name is 'a b', expected 1 to 255 characters from A-Z a-z 0-9 _ . -" in refusal(
+        with_value(document(), ("name",), "a b")
+    )
+    for name in (".", "..", "x" * 256, "tiny\n"):
+        assert "and not '.' or '..'" in refusal(with_value(document(), ("name",), name))
 
 
 @pytest.mark.parametrize(
@@ -153,6 +168,11 @@ def test_a_document_that_is_not_an_object_or_lacks_a_name_is_refused_naming_the_
         ({"preprocessing": {"resize": 8, "mean": [0.5]}}, r"preprocessing.mean/std need 3 entries"),
         ({"preprocessing": {"resize": 6, "crop": [8, 8]}}, r"preprocessing.resize 6 is smaller than crop \[8, 8\]"),
         ({"output": []}, "needs at least one input and one output"),
+        ({"dynamic_batching": {"preferred_batch_size": [1] * 17}}, r"preferred_batch_size has 17 sizes, at most 16"),
+        (
+            {"input": [{"name": "input", "data_type": "TYPE_FP32", "dims": [3, 4096, 4096]}]},
+            r"input\[0\].dims is \[3, 4096, 4096\]: 50331648 elements, at most 16777216",
+        ),
     ],
 )
 def test_values_that_disagree_with_each_other_are_refused(overrides: dict[str, Any], message: str) -> None:
@@ -212,3 +232,11 @@ def test_layout_helpers_and_digest(tmp_path: Path) -> None:
     assert list(version_dirs(tmp_path / "tiny")) == ["2", "10"]
     assert file_sha256(tmp_path / "tiny" / "2" / "model.onnx") == hashlib.sha256(model).hexdigest()
     assert load_model_config(tmp_path / "tiny").versions["1"].sha256 == hashlib.sha256(model).hexdigest()
+
+
+def test_an_operators_config_json_beyond_a_bound_is_refused_like_a_load_request(tmp_path: Path) -> None:
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(document(instance_group={"count": 100})))
+    with pytest.raises(ConfigError, match=r"instance_group.count is 100 \(integer\), expected an integer from 1 to 16"):
+        load_model_config(folder)
