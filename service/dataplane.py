@@ -105,7 +105,9 @@ class DataPlane:
         return _Tracked(model.metrics)
 
     def deadline(self, model: ServedModel, arrived: float, timeout_us: int | None) -> float | None:
-        """The ``loop.time()`` by which a request must have started, or None for no deadline.
+        """The ``time.monotonic()`` by which a request must have started, or None for no deadline.
+
+        ``arrived`` is the handler's own fresh ``time.monotonic()``, not the event loop's cached clock.
 
         The request's own timeout wins; then the ``default_timeout_ms`` setting; then config.json's
         ``default_timeout_microseconds``. Zero means "none given" at every level, as in Triton.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from service.api.routes import Route, RouteGroup
 
@@ -22,5 +22,14 @@ class MetricsRoutes:
     def routes(self) -> RouteGroup:
         """The one scrape route."""
         return RouteGroup(
-            "metrics", (Route("GET", "/metrics", self.prometheus, "Prometheus metrics (text format 0.0.4)."),)
+            "metrics",
+            (
+                Route(
+                    "GET",
+                    "/metrics",
+                    self.prometheus,
+                    "Prometheus metrics (text format 0.0.4).",
+                    response_class=PlainTextResponse,
+                ),
+            ),
         )

@@ -6,27 +6,38 @@ from collections.abc import Callable
 
 from starlette.requests import Request
 
+from service.api.client_numbers import MAX_TIMEOUT_MS, decimal_number
+from service.api.routes import HeaderParameter
 from service.errors import BadRequest
 
 TIMEOUT_HEADER = "x-request-timeout-ms"
+#: The documentation of ``TIMEOUT_HEADER``, for the inference routes that read it.
+TIMEOUT = HeaderParameter(
+    "X-Request-Timeout-Ms",
+    f"Deadline in milliseconds from arrival (0 to {MAX_TIMEOUT_MS}, ASCII digits, fractions allowed; 0: none). A "
+    "request not started by then gets 504; one with less than the 1 ms deadline resolution left when it would "
+    "queue is refused at once.",
+    {"type": "string", "pattern": r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)$"},
+)
 
 
 def timeout_header_us(request: Request) -> int | None:
     """``X-Request-Timeout-Ms`` in microseconds, or None when absent.
 
     Raises:
-        BadRequest: the header is not a non-negative number.
+        BadRequest: the header is not an ASCII decimal number of milliseconds from 0 to ``MAX_TIMEOUT_MS``.
     """
     raw = request.headers.get(TIMEOUT_HEADER)
     if raw is None:
         return None
-    try:
-        ms = float(raw)
-    except ValueError:
-        ms = -1.0
-    if not ms >= 0:  # also rejects NaN
-        raise BadRequest(f"X-Request-Timeout-Ms is {raw!r}, expected a number of milliseconds >= 0", code="bad_timeout")
-    return int(ms * 1000)
+    ms = decimal_number(raw, MAX_TIMEOUT_MS)
+    if ms is None:
+        raise BadRequest(
+            f"X-Request-Timeout-Ms is {raw[:40]!r}, expected a number of milliseconds from 0 to {MAX_TIMEOUT_MS} "
+            "(one hour) in ASCII digits, such as 250 or 0.5",
+            code="bad_timeout",
+        )
+    return max(1, round(ms * 1000)) if ms else 0  # 0.0001 ms stays a (sub-resolution) deadline, not "none"
 
 
 def disconnect_probe(request: Request) -> Callable[[], bool] | None:

@@ -6,9 +6,9 @@ media type and shape the JSON.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
+import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -21,7 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from service.api.body import read_body
-from service.api.request_info import disconnect_probe, timeout_header_us
+from service.api.client_numbers import whole_number
+from service.api.request_info import TIMEOUT, disconnect_probe, timeout_header_us
 from service.api.responses import json_response
 from service.api.routes import QueryParameter, Responses, Route, RouteGroup
 from service.dataplane import DataPlane
@@ -132,10 +133,11 @@ def _top_k(raw: str | None, classes: int) -> int:
     """The ``top_k`` query parameter: ``DEFAULT_TOP_K`` (or every class if fewer) when absent, else 1..classes."""
     if raw is None:
         return min(DEFAULT_TOP_K, classes)
-    k = int(raw) if raw.isdigit() else 0
-    if not 1 <= k <= classes:
+    k = whole_number(raw, classes)
+    if not k:
         raise BadRequest(
-            f"top_k is {raw!r}, expected a whole number 1..{classes} (the model's classes)", code="bad_top_k"
+            f"top_k is {raw[:40]!r}, expected a whole number 1..{classes} (the model's classes) in ASCII digits",
+            code="bad_top_k",
         )
     return k
 
@@ -171,7 +173,7 @@ class ClassificationRoutes:
 
     async def predict(self, request: Request, model: str, version: str | None) -> Response:
         """Base64 images in a JSON body → softmax scores per instance."""
-        arrived = asyncio.get_running_loop().time()
+        arrived = time.monotonic()  # fresh: the loop's clock is cached per iteration
         served = self.plane.model(model, version)
         with self.plane.track(served):
             images = _instances(await read_body(request, self.max_body_bytes))
@@ -183,7 +185,7 @@ class ClassificationRoutes:
 
     async def classify(self, request: Request, model: str, version: str | None) -> Response:
         """Raw-body or multipart images → labelled top-k per image."""
-        arrived = asyncio.get_running_loop().time()
+        arrived = time.monotonic()  # fresh: the loop's clock is cached per iteration
         served = self.plane.model(model, version)
         config = served.config
         with self.plane.track(served):
@@ -215,6 +217,7 @@ class ClassificationRoutes:
                     "TF-Serving style prediction from base64 images: softmax scores per instance.",
                     responses=_ERRORS,
                     body=_PREDICT_BODY,
+                    headers=(TIMEOUT,),
                     hot=True,
                     versioned=True,
                 ),
@@ -226,6 +229,7 @@ class ClassificationRoutes:
                     responses=_ERRORS,
                     body=_CLASSIFY_BODY,
                     query=(_TOP_K,),
+                    headers=(TIMEOUT,),
                     hot=True,
                     versioned=True,
                 ),

@@ -1,6 +1,7 @@
 """The route table: each HTTP route declared once, and the FastAPI routes (with their OpenAPI docs) made from it.
 
-A ``Route`` names its method, path template, handler and documentation; ``versioned`` adds its
+A ``Route`` names its method, path template, handler and documentation (its query and header parameters too; the
+headers every route or every body-reading route takes are added here); ``versioned`` adds its
 ``…/{model}/versions/{version}…`` twin and ``hot`` hands it to the fast path (``fastpath.py``), which compiles the
 same declaration into a regular expression. A handler is ``handler(request, **path_parameters) -> Response``, on
 either path; on a route with a twin, ``version`` is None when the path has none.
@@ -11,11 +12,11 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import FastAPI
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 Handler = Callable[..., Awaitable[Response]]
 #: Error statuses a route may answer, each with its OpenAPI response object (``{"description": …}``).
@@ -39,16 +40,38 @@ class QueryParameter:
     name: str
     description: str
     schema: Mapping[str, Any]
+    location: ClassVar[str] = "query"
 
     def openapi(self) -> dict[str, Any]:
         """The OpenAPI parameter object."""
         return {
             "name": self.name,
-            "in": "query",
+            "in": self.location,
             "required": False,
             "description": self.description,
             "schema": dict(self.schema),
         }
+
+
+@dataclass(frozen=True)
+class HeaderParameter(QueryParameter):
+    """A request header a handler (or the middleware) reads, for the documentation only, like a query parameter."""
+
+    location: ClassVar[str] = "header"
+
+
+#: Read on every route: the middleware echoes it, or mints one when it is absent or unusable.
+REQUEST_ID = HeaderParameter(
+    "X-Request-ID",
+    "The request's id, echoed in the response and the log; up to 128 ASCII characters, else a new one is minted.",
+    {"type": "string"},
+)
+#: Read on every POST route: each reads its body through ``body.read_body``.
+CONTENT_ENCODING = HeaderParameter(
+    "Content-Encoding",
+    "The body's compression: gzip, x-gzip, deflate or identity (CNNSERVE_MAX_BODY_BYTES holds after inflating).",
+    {"type": "string", "enum": ["gzip", "x-gzip", "deflate", "identity"]},
+)
 
 
 @dataclass(frozen=True)
@@ -63,6 +86,8 @@ class Route:
         responses: Error statuses and their descriptions, for OpenAPI.
         body: The OpenAPI ``requestBody`` object, when the route reads a body.
         query: Query parameters the handler reads.
+        headers: Request headers the handler reads (besides ``REQUEST_ID`` and, on POST, ``CONTENT_ENCODING``).
+        response_class: What a success answers with, for OpenAPI's media type (JSON unless said otherwise).
         hot: Served by the fast path, skipping FastAPI's router (POST only).
         versioned: Also served at the path with ``/versions/{version}`` after ``{model}``.
     """
@@ -74,6 +99,8 @@ class Route:
     responses: Responses = field(default_factory=dict)
     body: Mapping[str, Any] | None = None
     query: tuple[QueryParameter, ...] = ()
+    headers: tuple[HeaderParameter, ...] = ()
+    response_class: type[Response] = JSONResponse
     hot: bool = False
     versioned: bool = False
 
@@ -103,16 +130,15 @@ class Route:
         twin = f"(?:{_regex(_VERSION_SEGMENT)})?" if self.versioned else ""
         return re.compile(_regex(before + model) + twin + _regex(after) + "$")
 
-    def openapi_extra(self, path: str) -> dict[str, Any] | None:
-        """Parameters (path ones first, from the template) and request body, for OpenAPI."""
+    def openapi_extra(self, path: str) -> dict[str, Any]:
+        """Parameters (path ones first, from the template, then query, then headers) and request body, for OpenAPI."""
         parameters = [_path_parameter(name) for name in _PARAMETER.findall(path)]
-        parameters += [q.openapi() for q in self.query]
-        extra: dict[str, Any] = {}
-        if parameters:
-            extra["parameters"] = parameters
+        common = (REQUEST_ID, CONTENT_ENCODING) if self.method == "POST" else (REQUEST_ID,)
+        parameters += [p.openapi() for p in (*self.query, *self.headers, *common)]
+        extra: dict[str, Any] = {"parameters": parameters}
         if self.body is not None:
             extra["requestBody"] = dict(self.body)
-        return extra or None
+        return extra
 
 
 def _regex(template: str) -> str:
@@ -167,6 +193,7 @@ def install(app: FastAPI, groups: tuple[RouteGroup, ...]) -> None:
                     summary=route.summary,
                     tags=[group.tag],
                     responses={status: dict(doc) for status, doc in route.responses.items()} or None,
+                    response_class=route.response_class,
                     openapi_extra=route.openapi_extra(path),
                 )
 

@@ -6,20 +6,28 @@ Repository control (index, load, unload) is in ``v2_repository``.
 
 from __future__ import annotations
 
-import asyncio
+import time
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from service import __version__
 from service.api.body import read_body
-from service.api.request_info import disconnect_probe, timeout_header_us
+from service.api.client_numbers import whole_number
+from service.api.request_info import TIMEOUT, disconnect_probe, timeout_header_us
 from service.api.responses import json_response
-from service.api.routes import Responses, Route, RouteGroup
+from service.api.routes import HeaderParameter, Responses, Route, RouteGroup
 from service.api.v2_codec import encode_infer_response, parse_infer_request
 from service.dataplane import DataPlane
 from service.errors import BadRequest
 
+_MAX_HEADER_LENGTH = 2**63 - 1
+_HEADER_LENGTH = HeaderParameter(
+    "Inference-Header-Content-Length",
+    "Binary tensor data extension: the length in bytes of the JSON header that starts the body; the raw tensor "
+    "bytes follow it. Absent: the whole body is JSON.",
+    {"type": "integer", "minimum": 1},
+)
 EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "model_repository", "statistics"]
 
 _ERRORS: Responses = {
@@ -48,12 +56,20 @@ _INFER_BODY = {
 
 
 def _header_length(request: Request) -> int | None:
+    """``Inference-Header-Content-Length``, or None when absent.
+
+    Bounded here only to stay a machine integer: the codec checks it against the body, naming the body's length.
+    """
     raw = request.headers.get("inference-header-content-length")
     if raw is None:
         return None
-    if not raw.isdigit():
-        raise BadRequest(f"Inference-Header-Content-Length is {raw!r}, expected the JSON header's length in bytes")
-    return int(raw)
+    length = whole_number(raw, _MAX_HEADER_LENGTH)
+    if length is None:
+        raise BadRequest(
+            f"Inference-Header-Content-Length is {raw[:40]!r}, expected the JSON header's length in bytes, "
+            "a whole number in ASCII digits"
+        )
+    return length
 
 
 class InferenceRoutes:
@@ -98,7 +114,7 @@ class InferenceRoutes:
 
     async def infer(self, request: Request, model: str, version: str | None) -> Response:
         """A v2 inference request (JSON or binary tensors) → the outputs it asks for."""
-        arrived = asyncio.get_running_loop().time()
+        arrived = time.monotonic()  # fresh: the loop's clock is cached per iteration
         plane, served = self.plane, self.plane.model(model, version)
         with plane.track(served), served.batcher.announce() as arrival:
             body = await read_body(request, self.max_body_bytes)
@@ -159,6 +175,7 @@ class InferenceRoutes:
                     "Run inference: JSON tensors or the binary tensor data extension.",
                     responses=_ERRORS,
                     body=_INFER_BODY,
+                    headers=(TIMEOUT, _HEADER_LENGTH),
                     hot=True,
                     versioned=True,
                 ),

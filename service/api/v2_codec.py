@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from service.api.client_numbers import MAX_TIMEOUT_US
 from service.datatypes import NUMPY_TO_V2
 from service.errors import BadRequest
 from service.signature import Signature
@@ -50,6 +51,14 @@ def _field(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], wher
     return value
 
 
+def _parameters(obj: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    """``obj["parameters"]``: an object, or empty when absent (an empty list or string is not an object either)."""
+    params = obj.get("parameters")
+    if params is not None and not isinstance(params, dict):
+        raise BadRequest(f"{where}'parameters' must be an object, got {type(params).__name__}")
+    return params or {}
+
+
 def _parse_input(
     raw: Any, sig: Signature, binary: memoryview, offset: int
 ) -> tuple[str, Array, int]:  # (name, array, new binary offset)
@@ -72,9 +81,7 @@ def _parse_input(
     ):
         raise BadRequest(f"{where} has shape {shape}, expected {sig.expected_shape(name)}")
     count = shape[0] * spec.row_elements
-    params = raw.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise BadRequest(f"{where}: 'parameters' must be an object")
+    params = _parameters(raw, f"{where}: ")
     if "shared_memory_region" in params:
         raise BadRequest(f"{where}: shared memory is not supported; send the data in the body")
     size = params.get("binary_data_size")
@@ -96,9 +103,12 @@ def _parse_input(
     if not isinstance(data, list):
         raise BadRequest(f"{where}: 'data' is not a (nested) list of {datatype} numbers, got {type(data).__name__}")
     try:
-        flat = np.asarray(data, dtype=spec.dtype).reshape(-1)
+        values = np.asarray(data)
+        flat = np.asarray(data, dtype=spec.dtype).reshape(-1) if values.dtype.kind in "biuf" else None
     except (TypeError, ValueError, OverflowError) as err:
         raise BadRequest(f"{where}: 'data' is not a (nested) list of {datatype} numbers ({err})") from err
+    if flat is None:  # numpy would read the strings "1.5" and "NaN" as numbers; JSON tensors carry numbers only
+        raise BadRequest(f"{where}: 'data' is not a (nested) list of {datatype} numbers (it holds strings or nulls)")
     if flat.size != count:
         raise BadRequest(f"{where} has {flat.size} values in 'data', but shape {shape} needs {count}")
     return name, flat.reshape(shape), offset
@@ -114,7 +124,7 @@ def _parse_outputs(raw: Any, sig: Signature, binary_default: bool) -> tuple[Requ
         name = _field(entry if isinstance(entry, dict) else {}, "name", str, "output")
         if name not in sig.outputs:
             raise BadRequest(f"unknown output '{name}' for model '{sig.model}'; it has {list(sig.outputs)}")
-        params = entry.get("parameters") or {}
+        params = _parameters(entry, f"output '{name}': ")
         binary = params.get("binary_data", binary_default)
         k = params.get("classification", 0)
         if not isinstance(binary, bool) or not isinstance(k, int) or isinstance(k, bool) or k < 0:
@@ -166,12 +176,14 @@ def parse_infer_request(body: bytes, header_length: int | None, sig: Signature) 
     rows = {array.shape[0] for array in inputs.values()}
     if len(rows) != 1:
         raise BadRequest(f"inputs disagree on the batch size (axis 0): {sorted(rows)}")
-    params = header.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise BadRequest("'parameters' must be an object")
+    params = _parameters(header, "")
     timeout = params.get("timeout")
-    if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 0):
-        raise BadRequest(f"parameters.timeout must be a whole number of microseconds >= 0, got {timeout!r}")
+    if timeout is not None and (type(timeout) is not int or not 0 <= timeout <= MAX_TIMEOUT_US):  # bool is no int
+        raise BadRequest(
+            f"parameters.timeout must be a whole number of microseconds from 0 to {MAX_TIMEOUT_US} (one hour), "
+            f"got {timeout!r:.40}",
+            code="bad_timeout",
+        )
     binary_default = params.get("binary_data_output", False)
     if not isinstance(binary_default, bool):
         raise BadRequest(f"parameters.binary_data_output must be a boolean, got {binary_default!r}")

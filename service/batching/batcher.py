@@ -73,8 +73,8 @@ class Batcher:
         Args:
             inputs: Named arrays, each with ``rows`` on axis 0.
             rows: Rows this request contributes to a batch.
-            deadline: ``loop.time()`` after which the request must not start; it is then answered with
-                ``DeadlineExpired`` and dropped.
+            deadline: ``time.monotonic()`` after which the request must not start; it is then answered with
+                ``DeadlineExpired`` and dropped (see ``queue.DEADLINE_RESOLUTION_S``).
             is_gone: Returns True once the caller has disconnected; checked before the request runs.
             arrival: The request's announcement, closed once it is queued.
 
@@ -86,7 +86,7 @@ class Batcher:
             arrival.close()
         loop = asyncio.get_running_loop()
         now = loop.time()
-        self._queue.admit(rows, deadline, now)
+        self._queue.admit(rows, deadline)
         item = Pending(inputs, rows, deadline, is_gone, loop.create_future(), now)
         if not self._hot and self._queue.idle and self._dispatcher.has_free and self._dispatcher.runs_inline(rows):
             # Idle and fast: run now, in this task, no collector. ``_hot`` lets only the first request of a loop

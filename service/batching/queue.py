@@ -4,6 +4,8 @@ Requests wait here as ``Pending`` items until the collector takes a batch. A par
 delay only while announced arrivals are on their way (their bodies are still being read or decoded), so a lone
 request never waits for nobody. Every queued request with a deadline carries a timer; whether it fires in the queue
 or while its batch is forming, ``_expire`` is the one place a request is failed for its deadline.
+Deadlines are ``time.monotonic()`` instants read fresh at each check (the loop's clock is cached per iteration):
+at admission, at least ``DEADLINE_RESOLUTION_S`` must be left; right before starting, it must not have passed.
 """
 
 from __future__ import annotations
@@ -11,10 +13,15 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
+from time import monotonic
 
 from service.batching.errors import BatcherStopped, BatchTooLarge, ClientGone, DeadlineExpired, QueueFull
 from service.batching.merge import Tensors
 from service.batching.policy import BatchPolicy
+
+#: The finest deadline the queue promises to honour: a request with less than this left when it is admitted is
+#: refused at once (timers fire on a millisecond clock; such a request would mostly run late or race its timer).
+DEADLINE_RESOLUTION_S = 1e-3
 
 
 class Pending:
@@ -100,8 +107,8 @@ class RequestQueue:
         self._expected -= 1
         self._wake.set()
 
-    def admit(self, rows: int, deadline: float | None, now: float) -> None:
-        """Refuse a request that can never run here, before it takes a queue slot.
+    def admit(self, rows: int, deadline: float | None) -> None:
+        """Refuse a request that can never run here (``deadline``: a ``time.monotonic()``), before it is queued.
 
         Raises:
             BatcherStopped, BatchTooLarge, QueueFull, DeadlineExpired: see each class.
@@ -115,13 +122,21 @@ class RequestQueue:
             )
         if self.live >= self._policy.max_queue_size:
             raise QueueFull(self.live, self._policy.max_queue_size, self._retry_after_s(self._live_rows))
-        if deadline is not None and deadline <= now:
-            raise DeadlineExpired(f"deadline already passed {1e3 * (now - deadline):.1f} ms before queueing")
+        if deadline is None:
+            return
+        left = deadline - monotonic()
+        if left <= 0:
+            raise DeadlineExpired(f"deadline already passed {-1e3 * left:.3f} ms before queueing")
+        if left < DEADLINE_RESOLUTION_S:
+            raise DeadlineExpired(
+                f"deadline is {1e3 * left:.3f} ms away at queueing, below the deadline resolution "
+                f"of {1e3 * DEADLINE_RESOLUTION_S:g} ms; give the request a longer timeout"
+            )
 
     def put(self, item: Pending) -> None:
         """Queue an admitted request; its deadline timer starts now."""
         if item.deadline is not None:
-            item.timer = asyncio.get_running_loop().call_at(item.deadline, self._expire, item)
+            self._arm(item, item.deadline)
         self._items.append(item)
         self.live += 1
         self._live_rows += item.rows
@@ -163,7 +178,7 @@ class RequestQueue:
                 if self._items and not more and not self._items[0].settled:
                     break  # the next request does not fit: this batch is as full as it gets
             timer.cancel()
-        return self._starting(items, loop.time())
+        return self._starting(items)
 
     def _take(self, room: int) -> tuple[list[Pending], int]:
         """Pop queued requests in order while they fit ``room`` rows, dropping finished and abandoned ones."""
@@ -189,9 +204,10 @@ class RequestQueue:
             rows += item.rows
         return taken, rows
 
-    def _starting(self, items: list[Pending], now: float) -> list[Pending]:
+    def _starting(self, items: list[Pending]) -> list[Pending]:
         """The taken requests that may start: overdue ones expire, the rest lose their deadline timers."""
         ready = []
+        now = monotonic()  # fresh: the batch may have formed over several loop iterations
         for item in items:
             if item.future.done():  # expired or cancelled while the batch was forming
                 continue
@@ -202,6 +218,17 @@ class RequestQueue:
                 item.timer.cancel()
             ready.append(item)
         return ready
+
+    def _arm(self, item: Pending, deadline: float) -> None:
+        """Set (or re-set) the deadline timer for the time left, by the deadline's own clock."""
+        item.timer = asyncio.get_running_loop().call_later(deadline - monotonic(), self._due, item, deadline)
+
+    def _due(self, item: Pending, deadline: float) -> None:
+        """The deadline timer: expire the request, or re-arm when the loop's coarser clock fired it early."""
+        if deadline > monotonic():
+            self._arm(item, deadline)
+        else:
+            self._expire(item)
 
     def _expire(self, item: Pending) -> None:
         """Fail a request whose deadline passed before it started; it never runs."""

@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 
+from service.batching import queue as queue_module
 from service.batching.batcher import Batcher
 from service.batching.errors import BatcherStopped, BatchTooLarge, ClientGone, DeadlineExpired, QueueFull
 from service.batching.merge import Tensors
 from service.batching.policy import BatchPolicy, BatchTiming
+from service.batching.queue import DEADLINE_RESOLUTION_S
 
 WAIT_S = 5.0  # upper bound on any single wait in these tests
 
@@ -168,11 +171,10 @@ async def test_deadline_passing_in_the_queue_answers_at_the_deadline_and_never_r
     model.gate.clear()
     running = asyncio.ensure_future(submit(batcher, 0.0))
     await model.wait_running()
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    started = time.monotonic()
     with pytest.raises(DeadlineExpired, match="while queued"):
         await submit(batcher, 5.0, deadline=started + 0.05)
-    waited = loop.time() - started
+    waited = time.monotonic() - started
     assert 0.04 <= waited < 1.0, f"answered after {waited:.3f} s, deadline was 0.05 s"
     assert batcher.queued == 0
     model.gate.set()
@@ -185,7 +187,90 @@ async def test_deadline_passing_in_the_queue_answers_at_the_deadline_and_never_r
 async def test_deadline_already_passed_is_refused_before_queueing() -> None:
     batcher, _ = await make(FakeModel())
     with pytest.raises(DeadlineExpired, match="already passed"):
-        await submit(batcher, 1.0, deadline=asyncio.get_running_loop().time() - 0.001)
+        await submit(batcher, 1.0, deadline=time.monotonic() - 0.001)
+    await batcher.stop()
+
+
+class FakeClock:
+    """The queue's deadline clock, moved by the test: a deadline passes exactly when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(queue_module, "monotonic", fake)
+    return fake
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait, bounded by ``WAIT_S``, until ``condition`` holds."""
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline, "condition never held"
+        await asyncio.sleep(0.001)
+
+
+async def test_a_deadline_below_the_resolution_is_refused_at_admission_whether_idle_or_busy() -> None:
+    model = FakeModel()
+    batcher, _ = await make(model, max_batch_size=1)
+    half = DEADLINE_RESOLUTION_S / 2  # however fast the machine, less than the resolution is left at admission
+    with pytest.raises(DeadlineExpired, match="below the deadline resolution of 1 ms"):
+        await submit(batcher, 1.0, deadline=time.monotonic() + half)
+    model.gate.clear()
+    running = asyncio.ensure_future(submit(batcher, 0.0))
+    await model.wait_running()
+    with pytest.raises(DeadlineExpired, match="below the deadline resolution"):
+        await submit(batcher, 2.0, deadline=time.monotonic() + half)
+    assert batcher.queued == 0
+    model.gate.set()
+    await running
+    assert model.rows_run() == [0.0]
+    await batcher.stop()
+
+
+async def test_a_deadline_passed_when_its_batch_would_start_expires_though_its_timer_has_not_run(
+    clock: FakeClock,
+) -> None:
+    model = FakeModel()
+    batcher, _ = await make(model, max_batch_size=1)
+    model.gate.clear()
+    running = asyncio.ensure_future(submit(batcher, 0.0))
+    await model.wait_running()
+    late = asyncio.ensure_future(submit(batcher, 5.0, deadline=clock.now + 60.0))  # its timer: a minute away
+    kept = asyncio.ensure_future(submit(batcher, 6.0))
+    await until(lambda: batcher.queued == 2)
+    clock.now += 61.0  # the deadline passes while the model is busy; no timer has fired
+    model.gate.set()
+    with pytest.raises(DeadlineExpired, match="while queued"):
+        await late
+    await asyncio.gather(running, kept)
+    assert model.rows_run() == [0.0, 6.0]
+    await batcher.stop()
+
+
+async def test_a_deadline_timer_firing_before_the_deadline_is_re_armed_not_expired(clock: FakeClock) -> None:
+    model = FakeModel()
+    batcher, _ = await make(model, max_batch_size=1)
+    model.gate.clear()
+    running = asyncio.ensure_future(submit(batcher, 0.0))
+    await model.wait_running()
+    waiting = asyncio.ensure_future(submit(batcher, 5.0, deadline=clock.now + 0.01))
+    await until(lambda: batcher.queued == 1)
+    await asyncio.sleep(0.05)  # real timers fire meanwhile, but by the deadline's clock it has not passed
+    assert not waiting.done()
+    assert batcher.queued == 1
+    clock.now += 0.02
+    with pytest.raises(DeadlineExpired, match="while queued"):
+        await waiting
+    model.gate.set()
+    await running
+    assert model.rows_run() == [0.0]
     await batcher.stop()
 
 
@@ -257,11 +342,10 @@ async def test_announced_arrivals_are_waited_for_up_to_the_queue_delay() -> None
 async def test_a_deadline_passing_while_its_batch_forms_drops_it_and_the_batch_runs_without_it() -> None:
     model = FakeModel()
     batcher, _ = await make(model, max_batch_size=4, max_queue_delay_s=WAIT_S)
-    loop = asyncio.get_running_loop()
     with batcher.announce() as arrival:
         kept = asyncio.ensure_future(submit(batcher, 1.0))
         with pytest.raises(DeadlineExpired, match="while queued"):
-            await submit(batcher, 2.0, deadline=loop.time() + 0.05)  # taken into the forming batch, then due
+            await submit(batcher, 2.0, deadline=time.monotonic() + 0.05)  # taken into the forming batch, then due
         assert model.batches == []  # the batch still waits for the announced arrival
         late = asyncio.ensure_future(submit(batcher, 3.0, arrival=arrival))
         await asyncio.gather(kept, late)

@@ -90,6 +90,26 @@ def test_openapi_lists_every_versioned_twin_with_its_parameters() -> None:
     assert all("post" in paths[path] for path in hot)  # FastAPI holds them too: documented, and the slow path
 
 
+def test_openapi_documents_the_headers_each_route_reads_and_metrics_as_plain_text() -> None:
+    paths = create_app(Settings()).openapi()["paths"]
+
+    def headers(path: str, method: str) -> set[str]:
+        return {p["name"] for p in paths[path][method]["parameters"] if p["in"] == "header"}
+
+    timeout, encoding, request_id = "X-Request-Timeout-Ms", "Content-Encoding", "X-Request-ID"
+    for path in ("/v2/models/{model}/infer", "/v2/models/{model}/versions/{version}/infer"):
+        assert headers(path, "post") == {timeout, encoding, request_id, "Inference-Header-Content-Length"}
+    for path in ("/v1/models/{model}/classify", "/v1/models/{model}:predict"):
+        assert headers(path, "post") == {timeout, encoding, request_id}
+    assert headers("/v2/repository/index", "post") == {encoding, request_id}  # every POST reads a body
+    assert headers("/v2/health/ready", "get") == {request_id}
+    assert headers("/metrics", "get") == {request_id}
+    (timeout_doc,) = [p for p in paths["/v2/models/{model}/infer"]["post"]["parameters"] if p["name"] == timeout]
+    assert "1 ms deadline resolution" in timeout_doc["description"]
+    assert list(paths["/metrics"]["get"]["responses"]["200"]["content"]) == ["text/plain"]
+    assert list(paths["/v2/health/ready"]["get"]["responses"]["200"]["content"]) == ["application/json"]
+
+
 @pytest.fixture
 async def app(tiny_repository: Callable[..., Path]) -> AsyncIterator[FastAPI]:
     app = create_app(Settings(repository_path=tiny_repository(), preprocess_threads=1))

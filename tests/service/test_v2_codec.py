@@ -126,6 +126,10 @@ def good_input(**changes: Any) -> dict[str, Any]:
         (header_only({"inputs": [good_input(), good_input()]}), None, "appears twice"),
         (header_only({"inputs": [good_input()], "parameters": {"timeout": -5}}), None, "timeout must be a whole"),
         (header_only({"inputs": [good_input()], "outputs": [{"name": "nope"}]}), None, "unknown output 'nope'"),
+        (header_only({"inputs": [good_input(data=["NaN"] * 16)]}), None, "numbers \\(it holds strings or nulls\\)"),
+        (header_only({"inputs": [good_input(data=["1.5"] * 16)]}), None, "numbers \\(it holds strings"),
+        (header_only({"inputs": [good_input(data=[None] * 16)]}), None, "numbers \\(it holds strings or nulls\\)"),
+        (header_only({"inputs": [good_input(data=[[0.0] * 15, [0.0]])]}), None, "not a \\(nested\\) list"),
         (header_only({"inputs": [good_input()]}), 10**6, "Inference-Header-Content-Length is 1000000, but the body"),
     ],
 )
@@ -134,6 +138,21 @@ def test_malformed_requests_say_what_was_wrong_and_what_was_expected(
 ) -> None:
     with pytest.raises(BadRequest, match=message):
         parse_infer_request(body, header_length, SIG)
+
+
+@pytest.mark.parametrize("timeout", [-5, 3_600_000_001, 2**63 - 1, 1.5, "100", True])
+def test_a_timeout_outside_zero_to_one_hour_is_a_bad_timeout_naming_the_range(timeout: object) -> None:
+    body = header_only({"inputs": [good_input()], "parameters": {"timeout": timeout}})
+    with pytest.raises(
+        BadRequest, match="parameters.timeout must be a whole number of microseconds from 0 to 3600000000"
+    ) as err:
+        parse_infer_request(body, None, SIG)
+    assert err.value.code == "bad_timeout"
+
+
+def test_a_timeout_of_one_hour_is_accepted() -> None:
+    body = header_only({"inputs": [good_input()], "parameters": {"timeout": 3_600_000_000}})
+    assert parse_infer_request(body, None, SIG).timeout_us == 3_600_000_000
 
 
 def test_binary_size_must_match_the_shape() -> None:
