@@ -17,8 +17,8 @@ from typing import Any
 
 from service.errors import ModelLoadError, NotFound, ServiceUnavailable
 from service.metrics import Metrics
-from service.model_loader import ModelLoader, requested_config
-from service.repository import NAME_RULE, ModelConfig, is_model_name, list_models, load_model_config
+from service.model_loader import ModelLoader, requested_config, selected_versions
+from service.repository import NAME_RULE, ConfigError, ModelConfig, is_model_name, list_models, load_model_config
 from service.served_model import ServedModel, ServedVersions, start_serving
 from service.settings import Settings
 
@@ -129,13 +129,24 @@ class ModelManager:
         missing = [n for n in names if not is_model_name(n) or not (self.repository / n / "config.json").is_file()]
         if missing:
             raise NotFound(f"models {missing} are not in repository {self.repository}; it holds {self.known()}")
-        counts = {name: load_model_config(self.repository / name).instance_group.count for name in names}
+        counts = {name: self._planned_sessions(name) for name in names}
         for name in self.known():
             self._status.setdefault(name, _NOT_LOADED)
         for name in names:
             await self._load(name, None, sum(counts.values()) - counts[name])
         if not names:
             logger.warning("repository %s holds no models; serving none", self.repository)
+
+    def _planned_sessions(self, name: str) -> int:
+        """Sessions a startup load of ``name`` creates (instances x selected versions), for the shared thread budget.
+
+        A config that cannot be served counts none: its load fails and says why.
+        """
+        try:
+            config = load_model_config(self.repository / name)
+            return config.instance_group.count * len(selected_versions(self.repository / name, config))
+        except ConfigError:
+            return 0
 
     async def load(self, name: str, override: dict[str, Any] | None = None) -> ServedVersions:
         """Load or reload one model; the versions it serves keep serving until the new ones are warm.

@@ -4,6 +4,7 @@ selected version serves with its own batcher and statistics, and a request witho
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -138,3 +139,16 @@ async def test_a_policy_selecting_no_folder_fails_the_load_naming_the_policy(tmp
         await models.load_startup()
     assert models.index()[0]["state"] == "UNAVAILABLE"
     assert "folders holding model.onnx (['1', '2'])" in models.index()[0]["reason"]
+
+
+async def test_startup_budgets_threads_for_every_served_version_and_reports_a_broken_config(tmp_path: Path) -> None:
+    repository = repository_with_versions(tmp_path, {"all": {}})
+    config_path = repository / "tiny" / "config.json"
+    config_path.write_text(json.dumps(json.loads(config_path.read_text()) | {"instance_group": {"count": 2}}))
+    models = ModelManager(Settings(repository_path=repository), Metrics(CollectorRegistry()))
+    assert models._planned_sessions("tiny") == 6  # 2 instances x 3 versions share the CPUs with the other models
+    config_path.write_text("{not json")
+    assert models._planned_sessions("tiny") == 0
+    with pytest.raises(ModelLoadError, match="config.json: not valid JSON"):
+        await models.load_startup()
+    assert models.index()[0]["state"] == "UNAVAILABLE"
