@@ -2,15 +2,18 @@
 
 Pure functions, run in the preprocessing thread pool. JPEGs decode with simplejpeg (libjpeg-turbo, bit-identical to
 Pillow's decoder), everything else with Pillow; the resize is Pillow's own (torchvision calls it for PIL images, with
-its built-in antialiasing), so the only difference from torchvision is float rounding in the fused normalisation.
+its built-in antialiasing), so the only difference from torchvision is float rounding in the fused normalisation
+(and a level or two in images beyond 16:1, of which only the crop window is resized: see ``_WHOLE_AXIS_MAX``).
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +31,12 @@ _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
 }
 _JPEG_MAGIC = b"\xff\xd8"
+#: Longest axis, in multiples of the resize target, that is resized whole (torchvision's pixels bit for bit): aspect
+#: ratios up to 16:1. Beyond, only the crop window is resized, within a few levels of torchvision's uint8 pixels
+#: (Pillow's window arithmetic rounds differently) instead of an intermediate as long as the client made the image.
+_WHOLE_AXIS_MAX = 16
+#: Source pixels the widest filter (bicubic) reads on either side of a sample point, before downscaling widens it.
+_FILTER_SUPPORT = 2
 #: Pillow images freed to a cache of this many memory blocks instead of back to the C allocator. Uncached, every
 #: decoded or resized image was fresh memory from the kernel: about 250 page faults an image, a third of the
 #: preprocessing time for 224×224 JPEGs. Blocks are at most 16 MiB.
@@ -105,6 +114,10 @@ def _decode_jpeg(data: bytes, mode: str, max_pixels: int) -> Image.Image | None:
 def decode(data: bytes, mode: str, max_pixels: int) -> Image.Image:
     """Decode image bytes into a Pillow image of ``mode`` (``L`` or ``RGB``), refusing oversize images early.
 
+    What decoding holds is bounded by the admitted pixel count: the decoded image and its conversion, at most 4 bytes
+    a pixel each (Pillow's widest layout: RGB, RGBA, CMYK, 32-bit), or simplejpeg's 3-byte array and its Pillow
+    copy: at most 8 bytes per pixel of ``max_pixels``.
+
     Raises:
         ImageTooLarge: the header declares more than ``max_pixels`` pixels (checked before decoding).
         ImageError: the bytes are not a complete image in a readable format.
@@ -117,7 +130,6 @@ def decode(data: bytes, mode: str, max_pixels: int) -> Image.Image:
         image = Image.open(io.BytesIO(data))
         _check_pixels(image.width, image.height, max_pixels)
         image.load()
-        return image if image.mode == mode else image.convert(mode)
     except UnidentifiedImageError as err:
         raise ImageError(
             f"cannot identify an image in {len(data)} bytes; send JPEG, PNG, WebP, BMP, GIF or TIFF"
@@ -130,6 +142,12 @@ def decode(data: bytes, mode: str, max_pixels: int) -> Image.Image:
         if isinstance(err, ImageTooLarge):
             raise
         raise ImageError(f"image data is corrupt or truncated ({err}); send the complete file") from err
+    try:
+        return image if image.mode == mode else image.convert(mode)
+    except ValueError as err:  # Pillow has no conversion from some modes (LAB to L)
+        raise ImageError(
+            f"cannot convert a {image.mode} image to {mode} ({err}); send an RGB, greyscale or palette image"
+        ) from err
 
 
 def _crop_origin(size: int, crop: int) -> int:
@@ -139,35 +157,68 @@ def _crop_origin(size: int, crop: int) -> int:
     return int(round((size - crop) / 2.0))
 
 
-def _axis_plan(size: int, new: int, crop: int) -> tuple[float, float, int, int]:
-    """One axis of the resize: ``(box start, box end, resized length, crop offset left to do)`` in source pixels.
+class _Axis(NamedTuple):
+    """One axis of the resize: the source window ``[start, end)`` resized to ``out`` pixels, then ``offset`` more
+    pixels skipped by the crop still to do. ``exact``: Pillow's pixels are those of the whole-axis resize.
+
+    A named tuple rather than a dataclass: it is made twice an image, and for small images that shows.
+    """
+
+    start: float
+    end: float
+    out: int
+    offset: int
+    exact: bool
+
+    def reach(self, size: int) -> tuple[int, int]:
+        """The source pixels the filter reads for the window: the window widened by the filter's support."""
+        margin = _FILTER_SUPPORT * max(1.0, (self.end - self.start) / self.out) + 1
+        return max(0, math.floor(self.start - margin)), min(size, math.ceil(self.end + margin))
+
+
+def _axis_plan(size: int, new: int, crop: int, whole_max: int) -> _Axis:
+    """One axis of the resize, in source pixels.
 
     Pillow samples output pixel ``i`` at source ``start + (i + 0.5) * scale``; resizing only the crop window gives
     the pixels of the full resize exactly when those products are exact in floating point, which holds when the
     scale ``size / new`` is a dyadic fraction (224→256, or any side resized to a power of two). Otherwise the axis
-    is resized whole and cropped after, as torchvision does.
+    is resized whole and cropped after, as torchvision does, while that costs at most ``whole_max`` pixels; a
+    longer axis (an aspect ratio beyond ``_WHOLE_AXIS_MAX``) has only its window resized, so nothing scales with
+    the shape the client chose.
     """
     offset = _crop_origin(new, crop)
     scale = Fraction(size, new)
     exact = scale.denominator & (scale.denominator - 1) == 0 and scale.denominator <= 1 << 20
-    if size != new and exact and offset >= 0 and offset + crop <= new:
-        return float(offset * scale), float((offset + crop) * scale), crop, 0
-    return 0.0, float(size), new, offset
+    if size != new and offset >= 0 and offset + crop <= new and (exact or new > whole_max):
+        return _Axis(float(offset * scale), float((offset + crop) * scale), crop, 0, exact)
+    return _Axis(0.0, float(size), new, offset, True)
 
 
 def resize_crop_normalise(image: Image.Image, transform: ImageTransform) -> npt.NDArray[np.float32]:
-    """Resize the shorter side to ``transform.resize``, centre-crop, normalise into a ``(C, H, W)`` float32 array."""
+    """Resize the shorter side to ``transform.resize``, centre-crop, normalise into a ``(C, H, W)`` float32 array.
+
+    Every image made here is bounded by the model's input, not by the source's shape: at most ``_WHOLE_AXIS_MAX``
+    times ``resize`` pixels along the long axis (the source's own size where it is shrunk).
+    """
     width, height = image.size
     short, long = (width, height) if width <= height else (height, width)
     new_short, new_long = transform.resize, int(transform.resize * long / short)
     new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
     crop_h, crop_w = transform.crop
-    x0, x1, out_w, left = _axis_plan(width, new_w, crop_w)
-    y0, y1, out_h, top = _axis_plan(height, new_h, crop_h)
+    whole_max = _WHOLE_AXIS_MAX * transform.resize
+    x, y = _axis_plan(width, new_w, crop_w, whole_max), _axis_plan(height, new_h, crop_h, whole_max)
     if (new_w, new_h) != (width, height):
-        image = image.resize((out_w, out_h), transform.resample, box=(x0, y0, x1, y1))
-    if (top, left, crop_h, crop_w) != (0, 0, out_h, out_w):
-        image = image.crop((left, top, left + crop_w, top + crop_h))  # Pillow fills outside pixels with 0
+        left = top = 0
+        if not (x.exact and y.exact):
+            # Pillow takes the window as float32, a fraction of a pixel off millions of pixels from the origin: cut
+            # the source down to what the filter reads, so the window's coordinates stay small. (An integer shift
+            # keeps an exact axis exact.)
+            (left, right), (top, bottom) = x.reach(width), y.reach(height)
+            image = image.crop((left, top, right, bottom))
+        box = (x.start - left, y.start - top, x.end - left, y.end - top)  # whole numbers off doubles: exact
+        image = image.resize((x.out, y.out), transform.resample, box=box)
+    if (y.offset, x.offset, crop_h, crop_w) != (0, 0, y.out, x.out):
+        image = image.crop((x.offset, y.offset, x.offset + crop_w, y.offset + crop_h))  # fills outside with 0
     # Transposing the uint8 pixels into a contiguous CHW copy first makes the float arithmetic run on
     # contiguous memory: four times faster than normalising through a strided view. Converting to float32 first
     # and scaling in place gives the same values as a mixed uint8 × float32 multiply, without numpy's casting
