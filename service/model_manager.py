@@ -175,12 +175,15 @@ class ModelManager:
             try:
                 loaded = await asyncio.to_thread(self._loader.load, name, config, other_sessions)
             except Exception as err:
+                logger.error("model '%s' failed to load: %s", name, err)
+                # Clients (the error, the open index) learn what failed, not where the operator keeps the repository.
                 reason = str(err)
+                for where in sorted({str(self.repository.resolve()), str(self.repository.absolute())}, key=len)[::-1]:
+                    reason = reason.replace(where, "<repository>")
                 if old is None:
                     self._status[name] = ModelStatus(ModelState.UNAVAILABLE, reason)
                 else:  # the versions already served keep serving; the index says why the reload did not happen
                     self._status[name] = ModelStatus(ModelState.READY, f"reload failed, still serving: {reason}")
-                logger.error("model '%s' failed to load: %s", name, reason)
                 raise ModelLoadError(f"failed to load model '{name}': {reason}") from err
             inline_us = self.settings.inline_batch_us
             new = ServedVersions(tuple(start_serving(model, self._metrics, inline_us) for model in loaded))

@@ -47,6 +47,10 @@ async def test_a_model_that_fails_to_load_is_a_server_error_naming_the_reason(
     assert error["code"] == "model_load_failed"
     assert error["error"].startswith("failed to load model 'tiny': ")
     assert "versions.1.sha256" in error["error"]  # the digest no longer matches the file
+    assert str(repository) not in error["error"]  # the file is named inside <repository>, not where that is
+    assert "<repository>/tiny/1/model.onnx" in error["error"]
+    index = (await client.post("/v2/repository/index")).json()
+    assert "<repository>/tiny/1/model.onnx" in index[0]["reason"]
     assert (await client.get("/v2/models/tiny/ready")).status_code == 200  # the old version still serves
 
 
