@@ -13,6 +13,8 @@ from types import FrameType
 
 import uvicorn
 
+from service.http_limits import HttpLimits
+from service.http_protocol import protocol_factory
 from service.logs import configure_logging
 from service.settings import Settings
 
@@ -60,7 +62,9 @@ def main(argv: list[str] | None = None) -> None:
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop",
-        "http": "httptools",
+        # uvicorn's httptools protocol, bounded per connection and draining without resets (service/http_protocol.py)
+        "http": protocol_factory(HttpLimits.from_settings(settings)),
+        "ws": "none",
         "log_config": None,
         "access_log": False,  # the middleware logs requests when CNNSERVE_ACCESS_LOG is set
         "timeout_graceful_shutdown": settings.graceful_shutdown_s,

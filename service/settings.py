@@ -114,6 +114,38 @@ class Settings(BaseSettings):
         gt=0,
         description="On SIGTERM, how long in-flight requests may take to finish before connections close.",
     )
+    drain_idle_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="On SIGTERM, how long an idle keep-alive connection stays open to answer 503 shutting_down to a "
+        "request already on its way, before it closes; keep it well below graceful_shutdown_s.",
+    )
+    max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="Open connections per server process; a connection beyond it is answered 503 "
+        "too_many_connections and closed before its request is read.",
+    )
+    max_header_bytes: int = Field(
+        default=64 * 2**10,
+        ge=1024,
+        description="Largest request line plus headers accepted; more is answered 431 headers_too_large and closed.",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Time from a request's first byte until its headers are complete; later: 408 request_timeout.",
+    )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest pause in a request body while the server reads it; longer: 408 request_timeout.",
+    )
+    keep_alive_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How long a connection may stay open with no request under way (a new one too) before it closes.",
+    )
 
     @field_validator("models", "providers", mode="before")
     @classmethod

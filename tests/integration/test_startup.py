@@ -1,5 +1,5 @@
-"""Starting the service: the default model out of the box, JSON logs, and refusing a config that disagrees with
-its graph (naming the field)."""
+"""Starting the service: the default model out of the box, JSON logs, refusing a config that disagrees with its
+graph (naming the field), and workers that keep the front door's limits."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from http_wire import Wire, request
 from live_server import REPO_ROOT, start_server
 
 from bench.servers import free_port
@@ -68,3 +69,17 @@ def test_cli_help_lists_the_flags_and_the_environment() -> None:
 def test_bad_flags_are_refused(flag: str) -> None:
     result = subprocess.run([sys.executable, "-m", "service", flag], cwd=REPO_ROOT, capture_output=True, timeout=60)
     assert result.returncode == 2
+
+
+def test_workers_serve_behind_the_same_connection_limits(tmp_path: Path) -> None:
+    """The front door's protocol travels to every worker process (uvicorn pickles it into each)."""
+    server = start_server(None, tmp_path / "workers.log", "--workers", "2", max_header_bytes="2048")
+    try:
+        for _ in range(4):  # connections land on either worker
+            with Wire(server.port) as wire:
+                wire.send(request("GET", "/v2/health/ready", headers={"X-Big": "a" * 4096}))
+                answer = wire.answer()
+                assert (answer.status, answer.code) == (431, "headers_too_large")
+            assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
+    finally:
+        assert server.stop() == 0, server.log()[-3000:]

@@ -1,0 +1,226 @@
+"""The HTTP/1.1 front door: uvicorn's httptools protocol, bounded per connection, and a shutdown that drops nothing.
+
+``python -m service`` hands uvicorn ``protocol_factory(limits)`` as its ``http`` class. Below the ASGI app, where a
+request is still bytes, each connection is held to ``HttpLimits``:
+
+- the request line and headers may take ``max_header_bytes`` (431 ``headers_too_large``) and ``header_timeout_s``
+  from their first byte (408 ``request_timeout``); a body may pause ``body_timeout_s`` (408) while the server is
+  reading it; a connection with no request under way closes after ``keep_alive_timeout_s``, a new one included;
+- past ``max_connections`` a new connection is answered 503 ``too_many_connections`` at once, before it is parsed;
+- every close is staged (``LingeringTransport``), so what a client sent after our last answer never becomes a reset.
+
+On SIGTERM uvicorn stops accepting and calls ``shutdown()`` on each connection. uvicorn would close idle ones, losing
+requests already on the wire; here the connection drains instead: requests under way get their results, every
+request that arrives later gets a 503 ``shutting_down``, the last answer says ``Connection: close``, and an idle
+connection closes after ``drain_idle_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from uvicorn._types import ASGIReceiveCallable, ASGISendCallable, Scope
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.server import ServerState
+
+from service.http_limits import LINGER_S, HttpLimits, LingeringTransport, unread_bytes
+
+
+class Phase(enum.Enum):
+    """Where the parser is in the request it is reading (not the one being answered)."""
+
+    IDLE = "idle"  # between requests
+    HEADERS = "headers"  # request line and headers under way
+    BODY = "body"  # headers complete, body under way
+
+
+class HttpProtocol(HttpToolsProtocol):
+    """uvicorn's ``HttpToolsProtocol`` with the limits and the drain described in the module docstring."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        limits: HttpLimits,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.limits = limits
+        self.timeout_keep_alive = limits.keep_alive_timeout_s  # type: ignore[assignment]  # uvicorn types it int
+        self._phase = Phase.IDLE
+        self._header_bytes = 0  # fed to the parser since the current request's headers began
+        self._header_deadline = 0.0
+        self._last_read = 0.0  # when body bytes last arrived
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog_at = 0.0
+        self._refusal: bytes | None = None  # a refusal waiting for the answers owed before it
+        self._draining = False
+        self._closed_early: tuple[RequestResponseCycle, bool] | None = None  # a drain decision and the client's wish
+
+    # ---- connection ------------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(LingeringTransport(transport, self.loop, LINGER_S))
+        if len(self.connections) > self.limits.max_connections:
+            self.connections.discard(self)  # not counted, not drained: it is answered and closing
+            self._refuse(self.limits.too_many_connections)
+            return
+        self._arm_idle(self.timeout_keep_alive)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        assert isinstance(self.transport, LingeringTransport)
+        self.transport.forget()
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport.is_closing() or self._refusal is not None:
+            return  # lingering, or refusing once earlier answers are out: the bytes are dropped
+        if self._phase is Phase.BODY:
+            self._last_read = self.loop.time()
+            super().data_received(data)
+            return
+        room = self.limits.max_header_bytes - self._header_bytes
+        self._header_bytes += min(len(data), room)
+        if len(data) <= room:
+            super().data_received(data)
+            return
+        # Feed only what the header budget allows, so the parser never buffers more than the limit.
+        super().data_received(data[:room])
+        if self._phase is Phase.HEADERS and self._header_bytes >= self.limits.max_header_bytes:
+            self._refuse(self.limits.headers_too_large)
+        else:  # the headers ended within the budget: the rest is body or the next request
+            self.data_received(data[room:])
+
+    def send_400_response(self, msg: str) -> None:
+        self._refuse(self.limits.bad_request)
+
+    # ---- parser callbacks ------------------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._draining and self._closed_early is not None:
+            cycle, client_keeps_alive = self._closed_early
+            if not cycle.response_started:  # a later request will carry the Connection: close instead
+                cycle.keep_alive = client_keeps_alive
+        super().on_message_begin()
+        self._phase = Phase.HEADERS
+        self._header_deadline = self.loop.time() + self.limits.header_timeout_s
+        self._watch(self._header_deadline)
+
+    def on_headers_complete(self) -> None:
+        self._phase = Phase.BODY
+        self._header_bytes = 0
+        self._last_read = self.loop.time()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._phase = Phase.IDLE
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        if self._refusal is not None and not self.pipeline:
+            self.server_state.total_requests += 1
+            self._refuse(self._refusal)
+            return
+        super().on_response_complete()
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        if self._draining:
+            self._close_after(cycle)
+        super()._start_asgi_task(cycle, app)
+
+    # ---- limits ----------------------------------------------------------------------------------------------
+
+    def _arm_idle(self, delay_s: float) -> None:
+        self._unset_keepalive_if_required()
+        self.timeout_keep_alive_task = self.loop.call_later(delay_s, self.timeout_keep_alive_handler)
+
+    def _watch(self, deadline: float) -> None:
+        """Make sure the watchdog fires by ``deadline``; it re-reads the phase then, so stale firings cost nothing."""
+        if self._watchdog is None or self._watchdog_at > deadline:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+            self._watchdog = self.loop.call_at(deadline, self._on_watchdog)
+            self._watchdog_at = deadline
+
+    def _on_watchdog(self) -> None:
+        self._watchdog = None
+        if self.transport.is_closing() or self._refusal is not None:
+            return
+        now = self.loop.time()
+        if self._phase is Phase.HEADERS:
+            deadline = self._header_deadline
+        elif self._phase is Phase.BODY:
+            if self.flow.read_paused or self.pipeline or self.cycle.waiting_for_100_continue:
+                self._last_read = now  # the server, not the client, holds the body up
+            deadline = self._last_read + self.limits.body_timeout_s
+        else:
+            return
+        if now < deadline:
+            self._watch(deadline)
+        elif self._phase is Phase.HEADERS:
+            self._refuse(self.limits.header_timeout)
+        elif self.cycle.response_started:
+            self.transport.close()  # it was answered already (say, 413 before the body): nothing to add
+        else:
+            self.cycle.disconnected = True  # the app sees the client gone and its answer goes nowhere
+            self.cycle.message_event.set()
+            self._refuse(self.limits.body_timeout)
+
+    def _refuse(self, response: bytes) -> None:
+        """Write a refusal and close; after the answers still owed to earlier requests, to keep them in order."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete and not cycle.disconnected:
+            self._refusal = response
+            self.flow.pause_reading()
+            return
+        self.transport.write(response)
+        self.transport.close()
+
+    # ---- shutdown --------------------------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Drain: answer what is under way, 503 ``shutting_down`` what arrives, close idle after ``drain_idle_s``."""
+        self._draining = True
+        self.app = functools.partial(_shutting_down, self.limits.shutting_down)
+        self.timeout_keep_alive = self.limits.drain_idle_s  # type: ignore[assignment]
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            if not cycle.response_started:
+                self._close_after(cycle)
+        elif self._phase is Phase.IDLE and not self.transport.is_closing():
+            self._arm_idle(self.limits.drain_idle_s)
+
+    def _close_after(self, cycle: RequestResponseCycle) -> None:
+        """While draining, ``cycle``'s answer closes the connection unless the client has sent more behind it."""
+        if cycle.keep_alive and not self._more_pending():
+            self._closed_early = (cycle, True)
+            cycle.keep_alive = False
+
+    def _more_pending(self) -> bool:
+        """Whether the client has sent more requests than this connection has started answering."""
+        if self.pipeline or self._phase is Phase.HEADERS:
+            return True
+        return self._phase is Phase.IDLE and unread_bytes(self.transport) > 0
+
+
+async def _shutting_down(
+    answer: tuple[list[tuple[bytes, bytes]], bytes], scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+) -> None:
+    """The app every connection switches to on SIGTERM: 503 ``shutting_down`` (the body is left unread)."""
+    headers, body = answer
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def protocol_factory(limits: HttpLimits) -> Callable[..., HttpProtocol]:
+    """What uvicorn's ``http=`` takes: builds a connection's protocol with ``limits`` (picklable for workers)."""
+    return functools.partial(HttpProtocol, limits=limits)
