@@ -12,7 +12,6 @@ import io
 import math
 import os
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import NamedTuple
 
 import numpy as np
@@ -187,10 +186,11 @@ def _axis_plan(size: int, new: int, crop: int, whole_max: int) -> _Axis:
     the shape the client chose.
     """
     offset = _crop_origin(new, crop)
-    scale = Fraction(size, new)
-    exact = scale.denominator & (scale.denominator - 1) == 0 and scale.denominator <= 1 << 20
+    denominator = new // math.gcd(size, new)  # of the scale size / new in lowest terms
+    exact = denominator & (denominator - 1) == 0 and denominator <= 1 << 20
     if size != new and offset >= 0 and offset + crop <= new and (exact or new > whole_max):
-        return _Axis(float(offset * scale), float((offset + crop) * scale), crop, 0, exact)
+        # Integer true division is correctly rounded, as float(Fraction(...)) is, at a tenth of the cost.
+        return _Axis(offset * size / new, (offset + crop) * size / new, crop, 0, exact)
     return _Axis(0.0, float(size), new, offset, True)
 
 
