@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 from tiny_models import tiny_config, tiny_model_bytes, write_model
 
 from service.errors import NotFound, ServiceUnavailable
@@ -132,3 +133,9 @@ def test_the_fingerprint_is_stat_only_and_sees_every_file_that_matters(tmp_path:
     (folder / "config.json").unlink()
     assert fingerprint(folder) is None
     assert fingerprint(tmp_path / "missing") is None
+
+
+def test_poll_mode_refuses_a_startup_list_the_first_poll_would_undo() -> None:
+    with pytest.raises(ValidationError, match="CNNSERVE_MODELS must be empty when CNNSERVE_MODEL_CONTROL is 'poll'"):
+        Settings(model_control="poll", models=("tiny",))
+    assert Settings(model_control="explicit", models=("tiny",)).models == ("tiny",)
