@@ -179,3 +179,20 @@ def test_connections_beyond_the_limit_are_answered_503_and_closed(patient: Serve
     while classify_digit(patient) != 200:
         assert time.monotonic() < deadline, "no connection was served after the others were closed"
         time.sleep(0.05)
+
+
+def test_a_refusal_pipelined_behind_a_request_comes_after_its_answer(patient: Server) -> None:
+    with Wire(patient.port) as wire:
+        wire.send(request("POST", CLASSIFY, DIGIT) + b"GET /v2/health/ready HTTP/1.1\r\nX-Big: " + b"a" * 200_000)
+        first, second = wire.answer(), wire.answer()
+        assert (first.status, first.closes) == (200, False)
+        assert (second.status, second.code, second.closes) == (431, "headers_too_large", True)
+        assert wire.closed_by_server()
+
+
+def test_a_request_that_is_not_http_gets_the_json_400(patient: Server) -> None:
+    with Wire(patient.port) as wire:
+        wire.send(b"NOT HTTP AT ALL\r\n\r\n")
+        answer = wire.answer()
+        assert (answer.status, answer.code, answer.closes) == (400, "bad_request", True)
+        assert wire.closed_by_server()
