@@ -24,12 +24,11 @@ from service.repository import Preprocessing
 #: Largest absolute difference from torchvision's float32 output that the parity tests accept.
 PARITY_TOLERANCE = 1e-5
 
-_RESAMPLE = {
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "nearest": Image.Resampling.NEAREST,
-}
+_RESAMPLE = {name: Image.Resampling[name.upper()] for name in ("bilinear", "bicubic", "nearest")}
 _JPEG_MAGIC = b"\xff\xd8"
+#: A TIFF decodes a tile at a time, into a buffer the size of the tile the file declares whatever the image's size
+#: (a 150-byte 1x1 TIFF declaring one 65536x16384 deflate tile took 1 GiB): a tile may hold the image's pixels or 1 M.
+_TILE_PIXELS_MIN = 1 << 20
 #: Longest axis, in multiples of the resize target, that is resized whole (torchvision's pixels bit for bit): aspect
 #: ratios up to 16:1. Beyond, only the crop window is resized, within a few levels of torchvision's uint8 pixels
 #: (Pillow's window arithmetic rounds differently) instead of an intermediate as long as the client made the image.
@@ -87,10 +86,10 @@ class ImageTransform:
         return cls(pre.resize, pre.crop, pre.color_mode, _RESAMPLE[pre.interpolation], scale, bias)
 
 
-def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+def _check_pixels(width: int, height: int, max_pixels: int, what: str = "image") -> None:
     if width * height > max_pixels:
         raise ImageTooLarge(
-            f"image is {width}x{height} = {width * height} pixels, the limit is {max_pixels}; send a smaller image"
+            f"{what} is {width}x{height} = {width * height} pixels, the limit is {max_pixels}; send a smaller {what}"
         )
 
 
@@ -115,10 +114,10 @@ def decode(data: bytes, mode: str, max_pixels: int) -> Image.Image:
 
     What decoding holds is bounded by the admitted pixel count: the decoded image and its conversion, at most 4 bytes
     a pixel each (Pillow's widest layout: RGB, RGBA, CMYK, 32-bit), or simplejpeg's 3-byte array and its Pillow
-    copy: at most 8 bytes per pixel of ``max_pixels``.
+    copy: at most 8 bytes per pixel of ``max_pixels``; a tiled TIFF adds one tile (``_TILE_PIXELS_MIN``).
 
     Raises:
-        ImageTooLarge: the header declares more than ``max_pixels`` pixels (checked before decoding).
+        ImageTooLarge: the header declares more than ``max_pixels`` pixels, or a TIFF tile more than it may.
         ImageError: the bytes are not a complete image in a readable format.
     """
     if data[:2] == _JPEG_MAGIC:
@@ -128,6 +127,11 @@ def decode(data: bytes, mode: str, max_pixels: int) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
         _check_pixels(image.width, image.height, max_pixels)
+        tags = getattr(image, "tag_v2", {})  # TIFF only: see _TILE_PIXELS_MIN
+        tile_width, tile_length = tags.get(322), tags.get(323)  # the TileWidth and TileLength tags
+        if isinstance(tile_width, int) and isinstance(tile_length, int):
+            tile_max = min(max_pixels, max(image.width * image.height, _TILE_PIXELS_MIN))
+            _check_pixels(tile_width, tile_length, tile_max, "TIFF tile")
         image.load()
     except UnidentifiedImageError as err:
         raise ImageError(
@@ -157,11 +161,9 @@ def _crop_origin(size: int, crop: int) -> int:
 
 
 class _Axis(NamedTuple):
-    """One axis of the resize: the source window ``[start, end)`` resized to ``out`` pixels, then ``offset`` more
-    pixels skipped by the crop still to do. ``exact``: Pillow's pixels are those of the whole-axis resize.
-
-    A named tuple rather than a dataclass: it is made twice an image, and for small images that shows.
-    """
+    """One axis of the resize (a named tuple: made twice an image, it must be cheap): the source window ``[start,
+    end)`` resized to ``out`` pixels, then ``offset`` more pixels skipped by the crop still to do. ``exact``: Pillow's
+    pixels are those of the whole-axis resize."""
 
     start: float
     end: float

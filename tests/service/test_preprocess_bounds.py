@@ -11,8 +11,10 @@ from __future__ import annotations
 import functools
 import io
 import math
+import struct
 import time
 import tracemalloc
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -262,3 +264,27 @@ def test_a_mode_pillow_cannot_convert_is_an_image_error_naming_both_modes() -> N
     with pytest.raises(ImageError, match="cannot convert a LAB image to L"):
         decode(data, "L", MAX_PIXELS)
     assert decode(data, "RGB", MAX_PIXELS).mode == "RGB"
+
+
+def _tiled_tiff(tile_width: int, tile_length: int, filled: bool) -> bytes:
+    """A 1x1 greyscale TIFF stored as one deflate tile of the given size, its data whole or a mere 16 bytes."""
+    payload = zlib.compress(b"\x80" * (tile_width * tile_length if filled else 16))
+    tags = [(256, 1), (257, 1), (258, 8), (259, 8), (262, 1), (277, 1), (322, tile_width), (323, tile_length)]
+    tags += [(324, 8 + 2 + 12 * (len(tags) + 2) + 4), (325, len(payload))]  # the tile's offset and byte count
+    ifd = b"".join(struct.pack("<HHII", tag, 4, 1, value) for tag, value in tags)
+    return b"II*\x00" + struct.pack("<IH", 8, len(tags)) + ifd + struct.pack("<I", 0) + payload
+
+
+def test_a_tiff_tile_far_larger_than_its_image_is_refused_before_its_buffer_is_made(
+    intermediates: Intermediates,
+) -> None:
+    # libtiff allocates a whole tile to decode into: this 150-byte file took 1 GiB and 2.4 s before the check.
+    data = _tiled_tiff(65536, 16384, filled=False)
+    with pytest.raises(ImageTooLarge, match="TIFF tile is 65536x16384 = 1073741824 pixels, the limit is 1048576"):
+        intermediates.run(data, CONFIGS["digits"])
+    assert len(data) < 200
+
+
+def test_an_ordinary_tile_larger_than_a_small_image_still_decodes() -> None:
+    image = decode(_tiled_tiff(256, 256, filled=True), "L", MAX_PIXELS)
+    assert (image.size, image.getpixel((0, 0))) == ((1, 1), 0x80)
