@@ -112,9 +112,9 @@ def _decode_jpeg(data: bytes, mode: str, max_pixels: int) -> Image.Image | None:
 def decode(data: bytes, mode: str, max_pixels: int) -> Image.Image:
     """Decode image bytes into a Pillow image of ``mode`` (``L`` or ``RGB``), refusing oversize images early.
 
-    What decoding holds is bounded by the admitted pixel count: the decoded image and its conversion, at most 4 bytes
-    a pixel each (Pillow's widest layout: RGB, RGBA, CMYK, 32-bit), or simplejpeg's 3-byte array and its Pillow
-    copy: at most 8 bytes per pixel of ``max_pixels``; a tiled TIFF adds one tile (``_TILE_PIXELS_MIN``).
+    Decoding holds at most 8 bytes per admitted pixel in images (the decoded image and its conversion, at most 4 bytes
+    a pixel each; or simplejpeg's 3-byte array and its Pillow copy), plus a tiled TIFF's tile (``_TILE_PIXELS_MIN``)
+    or a progressive JPEG's coefficients (libjpeg keeps them whole: peak RSS measured 9 bytes a pixel in all).
 
     Raises:
         ImageTooLarge: the header declares more than ``max_pixels`` pixels, or a TIFF tile more than it may.
