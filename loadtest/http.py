@@ -102,14 +102,26 @@ class Connection(asyncio.Protocol):
         self._finish(status, None)
 
     # client side
+    @property
+    def usable(self) -> bool:
+        """Open on both ends as far as we know: the server has not closed it, nor have we."""
+        return self.alive and self.transport is not None and not self.transport.is_closing()
+
     def send(self, request: bytes, scheduled_at: float) -> None:
-        """Write one pre-serialised request; ``on_done`` follows."""
-        assert self.transport is not None, "send() before the connection opened"
+        """Write one pre-serialised request; ``on_done`` follows, at once (``connection_closed``) if it was closed.
+
+        A server may close an idle keep-alive connection at any moment (a keep-alive timeout, a ``Connection:
+        close`` seen late); writing to the closed transport would raise in the caller, the load's schedule.
+        """
         assert not self.busy, "send() on a connection still waiting for its answer"
         self.busy = True
         self.scheduled_at = scheduled_at
         if self.keep_body:
             self.body.clear()
+        if not self.usable:
+            self.fail("connection_closed")
+            return
+        assert self.transport is not None
         self.transport.write(request)
 
     def fail(self, error: str) -> None:

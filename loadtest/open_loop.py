@@ -32,24 +32,39 @@ class OpenLoop(LoadLoop):
         self._spawn(self._schedule(rate_per_s, poisson, seed))
 
     def _on_free(self, connection: Connection, now: float) -> None:
-        if self._backlog:
-            self._send(connection, self._backlog.popleft())
-        else:
-            self._idle.append(connection)
+        self._idle.append(connection)
+        self._send_backlog()
 
     def _on_lost(self) -> None:
-        pass  # the pool opens a new connection when a request finds none free
+        self._send_backlog()  # a connection the server closed makes room for a new one
 
     def _submit(self, scheduled: float) -> None:
-        """Send a due request on an idle connection, a new one, or queue it in the backlog."""
-        if self._idle:
-            self._send(self._idle.pop(), scheduled)
-        elif len(self._connections) + self._opening < self.max_connections:
-            self._opening += 1
-            self._spawn(self._open_and_send(scheduled))
-        else:
-            self._backlog.append(scheduled)
-            self.result.max_backlog = max(self.result.max_backlog, len(self._backlog))
+        """A request is due: it joins the backlog, which goes out in order on idle or new connections."""
+        self._backlog.append(scheduled)
+        self._send_backlog()
+        self.result.max_backlog = max(self.result.max_backlog, len(self._backlog))
+
+    def _send_backlog(self) -> None:
+        """Send waiting requests, oldest first, on idle connections, then on new ones while the pool has room."""
+        backlog = self._backlog
+        while backlog:
+            connection = self._idle_connection()
+            if connection is not None:
+                self._send(connection, backlog.popleft())
+            elif len(self._connections) + self._opening < self.max_connections:
+                self._opening += 1
+                self._spawn(self._open_and_send(backlog.popleft()))
+            else:
+                return
+
+    def _idle_connection(self) -> Connection | None:
+        """An idle connection still open; those the server closed while they were idle leave the pool."""
+        while self._idle:
+            connection = self._idle.pop()
+            if connection.usable:
+                return connection
+            self._connections.discard(connection)
+        return None
 
     async def _open_and_send(self, scheduled: float) -> None:
         try:
@@ -60,6 +75,7 @@ class OpenLoop(LoadLoop):
             self._send(connection, scheduled)
         finally:
             self._opening -= 1
+            self._send_backlog()  # its place in the pool is free again
             self._check_drained()
 
     async def _schedule(self, rate_per_s: float, poisson: bool, seed: int) -> None:

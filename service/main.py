@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from service import __version__
 from service.api import health, prometheus, rest, v2, v2_repository
+from service.api.admission import AdmissionMiddleware, InflightLimit
 from service.api.fastpath import FastPathMiddleware
 from service.api.middleware import RequestContextMiddleware
 from service.api.routes import RouteGroup, hot_routes, install
@@ -96,6 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install(app, routes)
     app.add_middleware(FastPathMiddleware, routes=hot_routes(routes))
+    admission = InflightLimit(settings.max_inflight_requests)
+    app.add_middleware(AdmissionMiddleware, policy=admission, on_shed=metrics.shed)  # inside auth: a 401 takes no slot
     token = settings.auth_token.get_secret_value() if settings.auth_token else None
     app.add_middleware(RequestContextMiddleware, auth_token=token, access_log=settings.access_log)  # outermost
     return app

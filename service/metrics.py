@@ -137,6 +137,13 @@ class Metrics:
             with contextlib.suppress(KeyError):  # never observed: no series to drop
                 histogram.remove(model)
 
+    def shed(self, status_code: int, code: str) -> None:
+        """Count a request refused at the front door, before routing: ``model="(server)"``, the limit is the server's.
+
+        One counter addition: it runs for every shed request, when the server is busiest.
+        """
+        self.outcomes[("(server)", outcome_of(status_code), code)] += 1
+
     def unknown_model_request(self, status_code: int, code: str) -> None:
         """Count a request that named no servable model (label ``model="(unknown)"`` bounds cardinality)."""
         self.outcomes[("(unknown)", outcome_of(status_code), code)] += 1

@@ -79,6 +79,12 @@ class Settings(BaseSettings):
         le=MAX_QUEUE_SIZE,
         description="Overrides every model's dynamic_batching.default_queue_policy.max_queue_size.",
     )
+    max_inflight_requests: int = Field(
+        default=256,
+        ge=0,
+        description="Requests (other than health and /metrics) served at once by a server process; more are "
+        "refused at once with 429 overloaded, before their body is read; 0 admits all.",
+    )
     inline_batch_us: int = Field(
         default=1000,
         ge=0,

@@ -12,6 +12,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.admission import is_probe
 from service.errors import Unauthorized, error_response, render
 from service.logs import REQUEST_ID
 
@@ -21,13 +22,14 @@ access_logger = logging.getLogger("cnnserve.access")
 _MAX_ID_LENGTH = 128
 
 
-def auth_exempt(path: str) -> bool:
-    """Health (server and per-model readiness) and /metrics stay open so probes and scrapers need no token."""
-    return (
-        path.startswith("/v2/health/")
-        or path == "/metrics"
-        or (path.startswith("/v2/models/") and path.endswith("/ready"))
-    )
+def bearer_matches(authorization: bytes, token: bytes) -> bool:
+    """Whether an ``Authorization`` value is ``Bearer <token>``.
+
+    The scheme is case-insensitive (RFC 7235 section 2.1: ``bearer`` and ``BEARER`` are ``Bearer``) and may be
+    followed by more than one space; the token is compared in constant time.
+    """
+    scheme, _, credentials = authorization.partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.lstrip(b" "), token)
 
 
 class RequestContextMiddleware:
@@ -35,13 +37,13 @@ class RequestContextMiddleware:
 
     Args:
         app: The wrapped application.
-        auth_token: When set, requests outside ``auth_exempt`` need ``Authorization: Bearer <auth_token>``.
+        auth_token: When set, requests other than probes (``is_probe``) need ``Authorization: Bearer <auth_token>``.
         access_log: Log one line per request with status and duration.
     """
 
     def __init__(self, app: ASGIApp, auth_token: str | None = None, access_log: bool = False) -> None:
         self.app = app
-        self.expected = f"Bearer {auth_token}".encode() if auth_token else None
+        self.token = auth_token.encode() if auth_token else None
         self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -71,11 +73,7 @@ class RequestContextMiddleware:
 
         try:
             path = scope["path"]
-            if (
-                self.expected is not None
-                and not auth_exempt(path)
-                and not hmac.compare_digest(authorization, self.expected)
-            ):
+            if self.token is not None and not is_probe(path) and not bearer_matches(authorization, self.token):
                 reason = "missing" if not authorization else "invalid"
                 denied = Unauthorized(
                     f"bearer token {reason}; send 'Authorization: Bearer <token>' (health and /metrics need none)",

@@ -67,3 +67,34 @@ async def test_unhandled_error_on_other_routes_is_a_plain_500(
     response = await client.get("/v2/models/stats", headers={"X-Request-ID": "slow-1"})
     _assert_plain_500(response, "slow-1")
     assert SECRET in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("authorization", "status"),
+    [
+        ("Bearer s3cret", 200),
+        ("bearer s3cret", 200),  # RFC 7235: the scheme is case-insensitive
+        ("BEARER s3cret", 200),
+        ("Bearer   s3cret", 200),  # one or more spaces after the scheme
+        ("Bearer S3CRET", 401),  # the token itself is not
+        ("Basic s3cret", 401),
+        ("Bearers3cret", 401),
+        ("s3cret", 401),
+        ("Bearer s3cret extra", 401),
+        (None, 401),
+    ],
+)
+async def test_bearer_scheme_is_case_insensitive_and_the_token_exact(
+    tiny_repository: Callable[..., Path], authorization: str | None, status: int
+) -> None:
+    settings = Settings(repository_path=tiny_repository(), preprocess_threads=1, auth_token="s3cret")
+    app = create_app(settings)
+    headers = {"Authorization": authorization} if authorization is not None else {}
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        answer = await c.get("/v2/models/tiny", headers=headers)
+        assert (await c.get("/v2/health/ready")).status_code == 200  # probes need no token
+    assert answer.status_code == status
+    if status == 401:
+        assert answer.json()["code"] == "unauthorized"
+        assert answer.headers["www-authenticate"] == 'Bearer realm="cnnserve"'
