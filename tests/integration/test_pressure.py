@@ -1,45 +1,86 @@
-"""Behaviour under pressure on a deliberately slow server: queue full, deadlines, disconnects, SIGTERM, auth.
+"""Behaviour under pressure: queue full, deadlines, disconnects, SIGTERM, auth.
 
-The server runs small_cnn on one ORT thread (a 32-row batch takes tens of milliseconds) with a queue of 4, so a
-few large requests make a backlog the tests can put other requests behind.
+The tests that need a backlog hold the model rather than count on it being slow. ``held`` is a real uvicorn
+serving small_cnn in this process (``inprocess_server``) with a ``ModelGate`` in front of the model, a queue of 4
+and no inline runs; the SIGTERM test runs ``python -m service`` behind a file gate (``gated_service``). With the gate
+closed, the first 32-row request is taken and held and the next ones wait in the queue behind it for as long as
+the test needs, whatever the machine's speed. ``guarded``, a subprocess with a bearer token, serves the auth tests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import os
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import numpy as np
 import orjson
 import pytest
+from gated_service import start_gated_server
+from inprocess_server import REQUEST_TIMEOUT_S, InProcessServer, ModelGate, serving
 from live_server import Server, metric_value, start_server
 from PIL import Image
+from pydantic import SecretStr
+
+from service.settings import Settings
 
 TOKEN = "pressure-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 QUEUE = 4
 ROWS = 32  # small_cnn's max_batch_size: each such request is a batch of its own
+FLOOD = 12  # requests sent at a full server: one runs, QUEUE wait, the rest are refused
+DEADLINE_MS = 100  # the queue deadline of requests that must expire behind a held batch
 DRAINED = 8  # requests in flight when SIGTERM arrives: several batches' worth of draining
 
 
 @pytest.fixture(scope="module")
-def slow(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def guarded(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """``python -m service`` serving small_cnn behind a bearer token (from ``CNNSERVE_AUTH_TOKEN``)."""
     running = start_server(
-        model_repository,
-        tmp_path_factory.mktemp("logs") / "slow.log",
-        models="small_cnn",
-        intra_op_threads="1",
-        max_queue_size=str(QUEUE),
-        auth_token=TOKEN,
+        model_repository, tmp_path_factory.mktemp("logs") / "guarded.log", models="small_cnn", auth_token=TOKEN
     )
     yield running
     assert running.stop() == 0, running.log()[-3000:]
+
+
+@dataclass(frozen=True)
+class Held:
+    """An in-process server of small_cnn whose batches wait while ``gate`` is closed."""
+
+    server: InProcessServer
+    gate: ModelGate
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+@pytest.fixture(scope="module")
+def held(model_repository: Path) -> Iterator[Held]:
+    gate = ModelGate()
+    with pytest.MonkeyPatch.context() as patch:
+        for key in [key for key in os.environ if key.startswith("CNNSERVE_")]:
+            patch.delenv(key)  # only the settings given here
+        gate.install(patch)
+        settings = Settings(
+            repository_path=model_repository,
+            models=("small_cnn",),
+            intra_op_threads=1,
+            max_queue_size=QUEUE,
+            inline_batch_us=0,  # every batch runs on a worker thread, through the gate
+            auth_token=SecretStr(TOKEN),
+        )
+        with serving(settings) as server:
+            yield Held(server, gate)
+    assert not gate.failures, gate.failures
 
 
 def infer_body(rows: int, timeout_us: int | None = None) -> tuple[bytes, dict[str, str]]:
@@ -55,22 +96,34 @@ async def infer(client: httpx.AsyncClient, rows: int, timeout_us: int | None = N
     return await client.post("/v2/models/small_cnn/infer", content=body, headers=headers)
 
 
-def stats(server: Server) -> dict:
-    response = httpx.get(f"{server.url}/v2/models/small_cnn/stats", headers=AUTH)
+def stats(url: str) -> dict:
+    response = httpx.get(f"{url}/v2/models/small_cnn/stats", headers=AUTH, timeout=REQUEST_TIMEOUT_S)
     return response.json()["model_stats"][0]
 
 
-async def in_flight(
-    client: httpx.AsyncClient, count: int, gauge: str = "cnnserve_inflight_requests", timeout_s: float = 20.0
-) -> None:
-    """Wait (bounded) until the server's ``gauge`` for small_cnn reads at least ``count`` (in flight, or queued)."""
+def wait_for_metric(url: str, name: str, count: float, timeout_s: float = 20.0, **labels: str) -> None:
+    """Wait (bounded) until the server's metric ``name`` for small_cnn reads at least ``count``."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        text = (await client.get("/metrics")).text
-        if metric_value(text, gauge, model="small_cnn") >= count:
-            return
+    with httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT_S) as client:
+        while time.monotonic() < deadline:
+            if metric_value(client.get("/metrics").text, name, model="small_cnn", **labels) >= count:
+                return
+            time.sleep(0.005)
+    pytest.fail(f"{name} {labels} never reached {count}")
+
+
+async def gauge_reaches(url: str, gauge: str, count: int) -> None:
+    """``wait_for_metric`` from a coroutine: the caller's event loop keeps sending its requests meanwhile."""
+    await asyncio.to_thread(wait_for_metric, url, gauge, count)
+
+
+async def answered(requests: Sequence[asyncio.Future[httpx.Response]], count: int, timeout_s: float = 20.0) -> None:
+    """Wait (bounded) until ``count`` of ``requests`` have their answer."""
+    deadline = time.monotonic() + timeout_s
+    while sum(request.done() for request in requests) < count:
+        if time.monotonic() > deadline:
+            pytest.fail(f"{sum(r.done() for r in requests)} of {len(requests)} requests answered, expected {count}")
         await asyncio.sleep(0.005)
-    pytest.fail(f"{gauge} never reached {count}")
 
 
 def jpeg() -> bytes:
@@ -79,37 +132,44 @@ def jpeg() -> bytes:
     return buffer.getvalue()
 
 
-def test_full_queue_answers_429_with_retry_after(slow: Server) -> None:
+def test_full_queue_answers_429_with_retry_after(held: Held) -> None:
     async def flood() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=slow.url, timeout=60) as client:
-            return await asyncio.gather(*(infer(client, ROWS) for _ in range(12)))
+        async with httpx.AsyncClient(base_url=held.url, timeout=60) as client:
+            with held.gate.closed():
+                first = asyncio.ensure_future(infer(client, ROWS))
+                await held.gate.wait_held(1)  # taken from the queue and running: the queue is empty again
+                rest = [asyncio.ensure_future(infer(client, ROWS)) for _ in range(FLOOD - 1)]
+                await answered(rest, FLOOD - 1 - QUEUE)  # refused at once, while QUEUE of them wait
+                await gauge_reaches(held.url, "cnnserve_queue_depth", QUEUE)
+            return [await first, *await asyncio.gather(*rest)]
 
     responses = asyncio.run(flood())
     statuses = sorted(r.status_code for r in responses)
-    assert set(statuses) == {200, 429}, statuses
-    assert statuses.count(200) >= QUEUE  # at least a full queue's worth was served
+    assert statuses == [200] * (1 + QUEUE) + [429] * (FLOOD - 1 - QUEUE), statuses  # the held one and a full queue
     for rejected in (r for r in responses if r.status_code == 429):
         assert int(rejected.headers["retry-after"]) >= 1
         assert rejected.json()["code"] == "queue_full"
         assert f"queue holds {QUEUE} requests, the limit is {QUEUE}" in rejected.json()["error"]
 
 
-def test_deadline_passed_in_the_queue_answers_504_and_never_runs(slow: Server) -> None:
-    before = stats(slow)
+def test_deadline_passed_in_the_queue_answers_504_and_never_runs(held: Held) -> None:
+    before = stats(held.url)
 
     async def scenario() -> tuple[list[httpx.Response], httpx.Response, httpx.Response]:
-        async with httpx.AsyncClient(base_url=slow.url, timeout=60) as client:
-            backlog = [asyncio.ensure_future(infer(client, ROWS)) for _ in range(3)]
-            await in_flight(client, 3)
-            v2 = asyncio.ensure_future(infer(client, 1, timeout_us=20_000))
-            rest = asyncio.ensure_future(
-                client.post(
+        async with httpx.AsyncClient(base_url=held.url, timeout=60) as client:
+            with held.gate.closed():
+                backlog = [asyncio.ensure_future(infer(client, ROWS)) for _ in range(3)]
+                await held.gate.wait_held(1)
+                await gauge_reaches(held.url, "cnnserve_queue_depth", 2)  # one backlog batch held, two wait
+                v2 = infer(client, 1, timeout_us=DEADLINE_MS * 1000)
+                rest = client.post(
                     "/v1/models/small_cnn/classify",
                     content=jpeg(),
-                    headers={"Content-Type": "image/jpeg", "X-Request-Timeout-Ms": "20", **AUTH},
+                    headers={"Content-Type": "image/jpeg", "X-Request-Timeout-Ms": str(DEADLINE_MS), **AUTH},
                 )
-            )
-            return list(await asyncio.gather(*backlog)), await v2, await rest
+                # Answered while the model is held: they can only expire.
+                expired = await asyncio.wait_for(asyncio.gather(v2, rest), timeout=20)
+            return list(await asyncio.gather(*backlog)), *expired
 
     backlog, v2, rest = asyncio.run(scenario())
     assert [r.status_code for r in backlog] == [200, 200, 200]
@@ -120,76 +180,75 @@ def test_deadline_passed_in_the_queue_answers_504_and_never_runs(slow: Server) -
         # it is answered 504 and never runs.
         error = expired.json()["error"]
         assert "deadline passed while queued; the request did not run" in error or "already passed" in error
-    after = stats(slow)
+    after = stats(held.url)
     assert after["inference_count"] - before["inference_count"] == 3 * ROWS  # the expired requests never ran
 
 
-def test_queued_work_of_a_disconnected_client_is_dropped(slow: Server) -> None:
-    before, metrics_before = stats(slow), httpx.get(f"{slow.url}/metrics").text
+def test_queued_work_of_a_disconnected_client_is_dropped(held: Held) -> None:
+    before, metrics_before = stats(held.url), httpx.get(f"{held.url}/metrics", timeout=REQUEST_TIMEOUT_S).text
+    labels = {"model": "small_cnn", "reason": "client_disconnected"}
+    dropped_before = metric_value(metrics_before, "cnnserve_requests_total", **labels)
 
     async def scenario() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=slow.url, timeout=60) as client:
-            backlog = [asyncio.ensure_future(infer(client, ROWS)) for _ in range(3)]
-            await in_flight(client, 3)
-            await in_flight(client, 2, gauge="cnnserve_queue_depth")  # one backlog batch runs, two wait
-            with raw_request(slow.port, 5):
-                await in_flight(client, 3, gauge="cnnserve_queue_depth")  # queued behind the backlog: now hang up
+        async with httpx.AsyncClient(base_url=held.url, timeout=60) as client:
+            with held.gate.closed():
+                backlog = [asyncio.ensure_future(infer(client, ROWS)) for _ in range(3)]
+                await held.gate.wait_held(1)
+                await gauge_reaches(held.url, "cnnserve_queue_depth", 2)  # one backlog batch held, two wait
+                with raw_request(held.server.port, 5) as hung_up:
+                    await gauge_reaches(held.url, "cnnserve_queue_depth", 3)  # queued behind the backlog
+                    client_port = hung_up.getsockname()[1]
+                await server_forgets(held.server, client_port)  # hung up, and the server knows it
             return list(await asyncio.gather(*backlog))
 
     assert [r.status_code for r in asyncio.run(scenario())] == [200, 200, 200]
-    time.sleep(0.2)
-    after, metrics_after = stats(slow), httpx.get(f"{slow.url}/metrics").text
+    # The hung-up request is dropped when the collector reaches it, before the last backlog batch runs.
+    wait_for_metric(held.url, "cnnserve_requests_total", dropped_before + 1, reason="client_disconnected")
+    after, metrics_after = stats(held.url), httpx.get(f"{held.url}/metrics", timeout=REQUEST_TIMEOUT_S).text
     assert after["inference_count"] - before["inference_count"] == 3 * ROWS  # the 5 rows never ran
-    labels = {"model": "small_cnn", "reason": "client_disconnected"}
-    dropped = metric_value(metrics_after, "cnnserve_requests_total", **labels) - metric_value(
-        metrics_before, "cnnserve_requests_total", **labels
-    )
-    assert dropped == 1
+    assert metric_value(metrics_after, "cnnserve_requests_total", **labels) - dropped_before == 1
 
 
-def test_auth_guards_everything_but_health_and_metrics(slow: Server) -> None:
+async def server_forgets(server: InProcessServer, client_port: int, timeout_s: float = 20.0) -> None:
+    """Wait (bounded) until ``server`` no longer holds the connection from ``client_port``."""
+    deadline = time.monotonic() + timeout_s
+    while await asyncio.to_thread(server.has_client, client_port):
+        if time.monotonic() > deadline:
+            pytest.fail(f"the server never noticed that the client on port {client_port} hung up")
+        await asyncio.sleep(0.005)
+
+
+def test_auth_guards_everything_but_health_and_metrics(guarded: Server) -> None:
     body, headers = infer_body(1)
     del headers["Authorization"]
-    missing = httpx.post(f"{slow.url}/v2/models/small_cnn/infer", content=body, headers=headers)
+    missing = httpx.post(f"{guarded.url}/v2/models/small_cnn/infer", content=body, headers=headers)
     assert missing.status_code == 401
     assert missing.headers["www-authenticate"].startswith("Bearer")
     assert missing.json() == {
         "error": "bearer token missing; send 'Authorization: Bearer <token>' (health and /metrics need none)",
         "code": "unauthorized",
     }
-    wrong = httpx.get(f"{slow.url}/v2/models/small_cnn", headers={"Authorization": "Bearer nope"})
+    wrong = httpx.get(f"{guarded.url}/v2/models/small_cnn", headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401
     assert "bearer token invalid" in wrong.json()["error"]
-    assert httpx.get(f"{slow.url}/v1/models").status_code == 401
-    assert httpx.get(f"{slow.url}/docs").status_code == 401
+    assert httpx.get(f"{guarded.url}/v1/models").status_code == 401
+    assert httpx.get(f"{guarded.url}/docs").status_code == 401
     for open_path in ("/v2/health/live", "/v2/health/ready", "/v2/models/small_cnn/ready", "/metrics"):
-        assert httpx.get(slow.url + open_path).status_code == 200, open_path
-    assert httpx.post(f"{slow.url}/v2/models/small_cnn/infer", content=body, headers=headers | AUTH).status_code == 200
+        assert httpx.get(guarded.url + open_path).status_code == 200, open_path
+    assert (
+        httpx.post(f"{guarded.url}/v2/models/small_cnn/infer", content=body, headers=headers | AUTH).status_code == 200
+    )
 
 
-def test_tritonclient_sends_the_token_through_headers(slow: Server) -> None:
+def test_tritonclient_sends_the_token_through_headers(guarded: Server) -> None:
     th = pytest.importorskip("tritonclient.http")
     from tritonclient.utils import InferenceServerException
 
-    with th.InferenceServerClient(slow.address) as client:
+    with th.InferenceServerClient(guarded.address) as client:
         assert client.get_model_metadata("small_cnn", headers=AUTH)["name"] == "small_cnn"
         with pytest.raises(InferenceServerException, match="bearer token missing") as caught:
             client.get_model_metadata("small_cnn")
         assert caught.value.status() == "401"
-
-
-def wait_until_accepted(server: Server, total: int, in_flight: int, timeout_s: float = 20.0) -> None:
-    """Wait (bounded) until the server has taken ``total`` requests, ``in_flight`` of them still unanswered."""
-    deadline = time.monotonic() + timeout_s
-    with httpx.Client(base_url=server.url) as client:
-        while time.monotonic() < deadline:
-            text = client.get("/metrics").text
-            running = metric_value(text, "cnnserve_inflight_requests", model="small_cnn")
-            done = metric_value(text, "nv_inference_request_success", model="small_cnn")
-            if running >= in_flight and running + done >= total:
-                return
-            time.sleep(0.005)
-    pytest.fail(f"the server never held {in_flight} of {total} requests at once")
 
 
 def raw_request(port: int, rows: int) -> socket.socket:
@@ -224,18 +283,27 @@ def refuses_connections_while_running(server: Server, timeout_s: float = 10.0) -
 def test_sigterm_drains_in_flight_requests_and_exits_0(
     model_repository: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    server = start_server(
-        model_repository, tmp_path_factory.mktemp("logs") / "drain.log", models="small_cnn", intra_op_threads="1"
-    )
+    logs = tmp_path_factory.mktemp("logs")
+    gate = logs / "gate"
     try:
-        connections = [raw_request(server.port, ROWS) for _ in range(DRAINED)]
-        wait_until_accepted(server, total=DRAINED, in_flight=DRAINED // 2)  # all taken, work still queued
-        server.process.send_signal(signal.SIGTERM)
-        assert refuses_connections_while_running(server), "kept accepting connections after SIGTERM"
-        assert [status_of(c) for c in connections] == [200] * DRAINED
-        assert server.process.wait(timeout=60) == 0, server.log()[-3000:]
-    finally:
-        server.stop()
+        server = start_gated_server(
+            model_repository, logs / "drain.log", gate, models="small_cnn", intra_op_threads="1", inline_batch_us="0"
+        )
+    except RuntimeError as err:  # startup failed: the message quotes the log's tail
+        pytest.fail(str(err))
+    with contextlib.ExitStack() as sockets:
+        try:
+            gate.touch()  # from now on every batch waits at the gate
+            connections = [sockets.enter_context(raw_request(server.port, ROWS)) for _ in range(DRAINED)]
+            wait_for_metric(server.url, "cnnserve_inflight_requests", DRAINED)  # one batch held, the rest queued
+            server.process.send_signal(signal.SIGTERM)
+            assert refuses_connections_while_running(server), "kept accepting connections after SIGTERM"
+            gate.unlink()  # the drain may finish now
+            assert [status_of(c) for c in connections] == [200] * DRAINED
+            assert server.process.wait(timeout=60) == 0, server.log()[-3000:]
+        finally:
+            gate.unlink(missing_ok=True)
+            server.stop()
     log = server.log()
     assert "Finished server process" in log
     assert "stopped" in log
