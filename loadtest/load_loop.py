@@ -137,6 +137,11 @@ class LoadLoop(ABC):
         return result
 
     @property
+    def connections(self) -> int:
+        """Connections open or being opened: how much of the pool the load has taken so far."""
+        return len(self._connections) + self._opening
+
+    @property
     def inflight(self) -> int:
         """Requests sent and not yet answered, plus those waiting for a connection."""
         return self._inflight + len(self._backlog)

@@ -37,12 +37,20 @@ async def _run(endpoint: Endpoint, max_connections: int) -> OpenLoop:
 
 
 async def test_a_server_closing_every_connection_still_gets_every_request() -> None:
-    async with serve(FakeServer(status=429, close_after_response=True)) as fake:
-        loop = await _run(fake.endpoint, max_connections=2)
+    """The fake holds its answers until the pool is full and requests wait behind it, then answers each with close."""
+    async with serve(FakeServer(status=429, close_after_response=True, answers_left=0)) as fake:
+        loop = OpenLoop(fake.endpoint, _workload(fake.endpoint), TIMEOUT_S, max_connections=2)
+        loop.start(RATE_PER_S, poisson=False, seed=0)
+        loop.measure(duration_s=TIMEOUT_S, max_requests=REQUESTS)
+        async with asyncio.timeout(TIMEOUT_S):
+            await fake.arrived(2)
+            while not loop.result.max_backlog:
+                await asyncio.sleep(0.001)
+        fake.release()
+        await loop.finish()
     result = loop.result
     assert result.sent >= REQUESTS  # the cap closes the window; requests already due still go out
     assert dict(result.outcomes) == {"429": result.sent}  # counted as the refusals they were, none timed out
-    assert result.max_backlog > 0  # the pool was full: the backlog went out on replacement connections
     assert not loop._connections  # every closed connection left the pool
 
 
