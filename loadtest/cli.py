@@ -20,7 +20,7 @@ from loadtest.payloads import Workload, fetch_metadata, generate_images, load_im
 from loadtest.plot import plot
 from loadtest.report import read_json, table, write_json
 from loadtest.results import SweepReport
-from loadtest.runner import Plan, run_sweep_async
+from loadtest.runner import DEFAULT_MAX_CONNECTIONS, Plan, run_sweep_async
 
 TOKEN_ENV = "LOADTEST_TOKEN"
 
@@ -82,7 +82,10 @@ def parser() -> argparse.ArgumentParser:
         help="open-loop gaps: exponential (default) or equal",
     )
     load.add_argument(
-        "--max-connections", type=int, default=1024, help="open loop: connection pool bound (default 1024)"
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        help=f"open loop: connection pool bound (default {DEFAULT_MAX_CONNECTIONS})",
     )
     bounds = p.add_argument_group(
         "bounds",

@@ -26,6 +26,10 @@ from loadtest.prom import ServerView, Snapshot, parse, server_view
 from loadtest.report import summarise
 from loadtest.results import Arrival, ClosedLoad, Load, OpenLoad, ServerProcess, StepReport, SweepReport, Target
 
+#: Open-loop connection pool bound: below a default cnnserve process's connection limit (CNNSERVE_MAX_CONNECTIONS,
+#: 1000), so the harness measures the server's answers, not its refusals of connections past that limit.
+DEFAULT_MAX_CONNECTIONS = 512
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -41,7 +45,7 @@ class Plan:
     max_requests: int = 100_000
     warmup_s: float = 1.0
     timeout_s: float = 30.0
-    max_connections: int = 1024
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     metrics_path: str | None = "/metrics"
     server_pid: int | None = None
     seed: int = 0

@@ -64,9 +64,12 @@ def test_closed_loop_sweep_reports_client_and_server_views(service: tuple[str, i
         assert server.source == "cnnserve histograms"
         assert server.mean_batch_size is not None
         assert server.mean_batch_size >= 1.0
-        # The server counted what the client measured, give or take the requests crossing the step's edges
-        # while /metrics was being scraped under load (up to the concurrency, plus the scrape's own duration).
-        assert abs(server.requests - step.ok) <= 8 + 0.05 * step.ok
+        # Every request the client saw answered inside the window was counted by the server between the two scrapes,
+        # except at most one per user answered by the server just before the first scrape. The server also counts
+        # what finished while the first scrape travelled back (its length depends on the machine's load) and the
+        # drain after the window, so above the client's count there is only a sanity bound.
+        users = int(step.load.level)
+        assert step.ok - users <= server.requests <= 3 * step.ok + users, (server.requests, step.ok)
         assert server.compute_ms is not None
         assert server.compute_ms.p50_ms is not None
         assert server.compute_ms.p50_ms > 0
