@@ -63,6 +63,13 @@ class NotFound(ServiceError):
     code = "not_found"
 
 
+class RequestTimeout(ServiceError):
+    """408: the client stopped sending its headers or body for longer than the read timeout; the connection closes."""
+
+    status_code = 408
+    code = "request_timeout"
+
+
 class PayloadTooLarge(ServiceError):
     """413: the body or the decoded image exceeds a configured limit."""
 
@@ -75,6 +82,13 @@ class UnsupportedMediaType(ServiceError):
 
     status_code = 415
     code = "unsupported_media_type"
+
+
+class HeadersTooLarge(ServiceError):
+    """431: the request line and headers exceed ``CNNSERVE_MAX_HEADER_BYTES``; the connection closes."""
+
+    status_code = 431
+    code = "headers_too_large"
 
 
 class TooManyRequests(ServiceError):

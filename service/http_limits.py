@@ -16,27 +16,20 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from service.errors import BadRequest, ServiceError, ServiceUnavailable, render
+from service.errors import (
+    BadRequest,
+    HeadersTooLarge,
+    RequestTimeout,
+    ServiceError,
+    ServiceUnavailable,
+    render,
+)
 from service.settings import Settings
 
 #: After the last response on a connection, how long the server keeps reading (and dropping) what the client still
 #: sends before it closes: closing with unread bytes makes the kernel answer with a reset, which can destroy the
 #: response the client has not read yet (RFC 9112 section 9.6). A client that hangs up ends it sooner.
 LINGER_S = 2.0
-
-
-class HeadersTooLarge(ServiceError):
-    """431: the request line and headers exceed ``CNNSERVE_MAX_HEADER_BYTES``; the connection closes."""
-
-    status_code = 431
-    code = "headers_too_large"
-
-
-class RequestTimeout(ServiceError):
-    """408: the client stopped sending its headers or body for longer than the read timeout; the connection closes."""
-
-    status_code = 408
-    code = "request_timeout"
 
 
 def raw_response(err: ServiceError, *, close: bool = True) -> bytes:
