@@ -79,9 +79,9 @@ class ModelManager:
             NotFound: the name cannot be a model's, the repository has no such model, or not that version served.
             ServiceUnavailable: the model exists but is loading, unloaded or failed to load.
         """
-        self._check_name(name)
         served = self._served.get(name)
         if served is None:
+            self._check_name(name)  # a served name is a valid one: only a miss may touch the filesystem
             status = self._status.get(name)
             if status is None and not (self.repository / name).is_dir():
                 raise self._unknown(name)
