@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.api.client_numbers import whole_number
 from service.errors import TooManyRequests, error_response, render
 
 #: Seconds a shed client should wait: the in-flight work drains in well under that at any load it was admitted at.
@@ -58,13 +59,13 @@ class InflightLimit:
 
 def small_body(headers: list[tuple[bytes, bytes]]) -> bool:
     """Whether a request declares a body of at most ``KEEP_ALIVE_MAX_BODY_BYTES`` (no body counts as small)."""
-    length = 0
     for name, value in headers:
         if name == b"content-length":
-            length = int(value) if value.isdigit() else KEEP_ALIVE_MAX_BODY_BYTES + 1
+            if whole_number(value.decode("latin-1"), KEEP_ALIVE_MAX_BODY_BYTES) is None:
+                return False
         elif name == b"transfer-encoding":
             return False
-    return length <= KEEP_ALIVE_MAX_BODY_BYTES
+    return True
 
 
 class AdmissionMiddleware:
