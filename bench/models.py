@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from service.repository import load_model_config
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = "lenet5_digits"
 ZOO_MODELS = ("tiny_cnn", "resnet18")
@@ -65,7 +67,4 @@ def input_dims(folder: Path, model: str) -> tuple[int, ...]:
 
 def v2_metadata(folder: Path, model: str) -> dict[str, Any]:
     """The model's inputs and outputs as KServe v2 metadata (batch axis -1), as the load harness's payloads read it."""
-    meta = config(folder, model)
-    inputs = [{"name": meta["input"][0]["name"], "datatype": "FP32", "shape": [-1, *meta["input"][0]["dims"]]}]
-    outputs = [{"name": o["name"], "datatype": "FP32", "shape": [-1, *o["dims"]]} for o in meta["output"]]
-    return {"inputs": inputs, "outputs": outputs}
+    return load_model_config(folder / model).tensor_metadata()

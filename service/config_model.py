@@ -165,6 +165,14 @@ class ModelConfig:
         document["version_policy"] = self.version_policy.to_json()
         return document
 
+    def tensor_metadata(self) -> dict[str, list[dict[str, Any]]]:
+        """``inputs`` and ``outputs`` as KServe v2 metadata describes tensors: the batch axis is ``-1``."""
+
+        def describe(specs: tuple[TensorSpec, ...]) -> list[dict[str, Any]]:
+            return [{"name": t.name, "datatype": t.datatype, "shape": [-1, *t.dims]} for t in specs]
+
+        return {"inputs": describe(self.input), "outputs": describe(self.output)}
+
     def triton_config(self) -> dict[str, Any]:
         """Triton's model-configuration JSON, as served by ``/v2/models/{m}/config``."""
         d = self.to_dict()

@@ -8,14 +8,13 @@ which the batcher's collector task needs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from service.batching.batcher import Batcher
 from service.batching.policy import BatchPolicy
 from service.metrics import Metrics, ModelMetrics
 from service.model_loader import LoadedModel
 from service.preprocess import ImageTransform
-from service.repository import ModelConfig, TensorSpec
+from service.repository import ModelConfig
 from service.runtime import ModelRunner
 from service.signature import Signature
 
@@ -31,10 +30,6 @@ class ServedModel:
     runner: ModelRunner
     batcher: Batcher
     metrics: ModelMetrics
-
-    def tensor_metadata(self) -> dict[str, list[dict[str, Any]]]:
-        """``inputs`` and ``outputs`` as KServe v2 metadata describes tensors: the batch axis is ``-1``."""
-        return {"inputs": _describe(self.config.input), "outputs": _describe(self.config.output)}
 
 
 @dataclass(frozen=True)
@@ -58,10 +53,6 @@ class ServedVersions:
     def get(self, version: str) -> ServedModel | None:
         """The served model of ``version``, or None when that version is not served."""
         return next((m for m in self.models if m.version == version), None)
-
-
-def _describe(specs: tuple[TensorSpec, ...]) -> list[dict[str, Any]]:
-    return [{"name": t.name, "datatype": t.datatype, "shape": [-1, *t.dims]} for t in specs]
 
 
 def start_serving(loaded: LoadedModel, metrics: Metrics, inline_batch_us: int) -> ServedModel:

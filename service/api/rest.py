@@ -149,7 +149,7 @@ def _describe(model: ServedModel) -> dict[str, Any]:
         "version": model.version,
         "platform": config.platform,
         "max_batch_size": config.max_batch_size,
-        **model.tensor_metadata(),
+        **model.config.tensor_metadata(),
         "preprocessing": config.to_dict()["preprocessing"],
         "labels": list(config.labels),
     }

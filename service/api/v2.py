@@ -99,7 +99,7 @@ class InferenceRoutes:
         config = served.config
         versions = self.plane.models.versions(config.name)
         metadata = {"name": config.name, "versions": versions, "platform": config.platform}
-        return json_response(metadata | served.tensor_metadata())
+        return json_response(metadata | served.config.tensor_metadata())
 
     async def model_config(self, request: Request, model: str, version: str | None) -> Response:
         """One model's configuration, in Triton's vocabulary."""
