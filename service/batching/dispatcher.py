@@ -106,25 +106,30 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         now = loop.time()
         waits = tuple(now - item.enqueued for item in items)
-        if self.runs_inline(sum(item.rows for item in items)):
-            self._complete(instance, items, waits, _execute(self._run_inline, instance, items))
+        rows = sum(item.rows for item in items)
+        if self.runs_inline(rows):
+            self._complete(instance, items, rows, waits, _execute(self._run_inline, instance, items))
             return
-        task = loop.create_task(self._run_threaded(instance, items, waits))
+        task = loop.create_task(self._run_threaded(instance, items, rows, waits))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
-    async def _run_threaded(self, instance: int, items: list[Pending], waits: tuple[float, ...]) -> None:
+    async def _run_threaded(self, instance: int, items: list[Pending], rows: int, waits: tuple[float, ...]) -> None:
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(self._executor, _execute, self._run_batch, instance, items)
-        self._complete(instance, items, waits, result)
+        self._complete(instance, items, rows, waits, result)
 
     def _complete(
-        self, instance: int, items: list[Pending], waits: tuple[float, ...], result: BatchOutcome | Exception
+        self,
+        instance: int,
+        items: list[Pending],
+        rows: int,
+        waits: tuple[float, ...],
+        result: BatchOutcome | Exception,
     ) -> None:
-        """Free the instance, then answer every caller of the batch: its outputs, or the batch's exception."""
+        """Free the instance, then answer every caller of the batch (``rows`` in all): its outputs, or the error."""
         self._free.append(instance)
         self._freed.set()
-        rows = sum(item.rows for item in items)
         if isinstance(result, Exception):
             logger.error(
                 "model '%s': batch of %d rows (%d requests) failed", self._name, rows, len(items), exc_info=result
