@@ -8,6 +8,7 @@ knows about models. The refusals are rendered once, through ``service.errors``, 
 from __future__ import annotations
 
 import asyncio
+import enum
 import fcntl
 import http
 import struct
@@ -15,6 +16,8 @@ import termios
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
+
+from uvicorn._types import ASGIReceiveCallable, ASGISendCallable, Scope
 
 from service.errors import (
     BadRequest,
@@ -32,14 +35,31 @@ from service.settings import Settings
 LINGER_S = 2.0
 
 
-def raw_response(err: ServiceError, *, close: bool = True) -> bytes:
-    """``err`` as the bytes of a complete HTTP/1.1 response, for the protocol to write without an ASGI app."""
+def raw_head(err: ServiceError, *, close: bool) -> tuple[bytes, bytes]:
+    """``err`` as HTTP/1.1 bytes: the status line and headers (without the blank line that ends them), and the body.
+
+    For the front door, which writes its answers without an ASGI app; the caller may add headers before the end.
+    """
     response = render(err)
     lines = [f"HTTP/1.1 {err.status_code} {http.HTTPStatus(err.status_code).phrase}".encode()]
     lines += [name + b": " + value for name, value in response.raw_headers]
     if close:
         lines.append(b"connection: close")
-    return b"\r\n".join(lines) + b"\r\n\r\n" + bytes(response.body)
+    return b"\r\n".join(lines), bytes(response.body)
+
+
+def raw_response(err: ServiceError) -> bytes:
+    """``err`` as the bytes of a complete HTTP/1.1 response that closes the connection."""
+    head, body = raw_head(err, close=True)
+    return head + b"\r\n\r\n" + body
+
+
+class Phase(enum.Enum):
+    """Where the parser is in the request it is reading (not the one being answered)."""
+
+    IDLE = "idle"  # between requests
+    HEADERS = "headers"  # request line and headers under way
+    BODY = "body"  # headers complete, body under way
 
 
 @dataclass(frozen=True)
@@ -115,6 +135,15 @@ class HttpLimits:
             )
         )
         return response.raw_headers, bytes(response.body)
+
+
+async def answer_shutting_down(
+    answer: tuple[list[tuple[bytes, bytes]], bytes], scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+) -> None:
+    """The app every connection switches to on SIGTERM: 503 ``shutting_down`` (the body is left unread)."""
+    headers, body = answer
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def unread_bytes(transport: asyncio.BaseTransport) -> int:

@@ -7,6 +7,8 @@ request is still bytes, each connection is held to ``HttpLimits``:
   from their first byte (408 ``request_timeout``); a body may pause ``body_timeout_s`` (408) while the server is
   reading it; a connection with no request under way closes after ``keep_alive_timeout_s``, a new one included;
 - past ``max_connections`` a new connection is answered 503 ``too_many_connections`` at once, before it is parsed;
+- past the app's in-flight bound (``service/admission.py``) a request is answered 429 ``overloaded`` as soon as its
+  headers are parsed, with prebuilt bytes, and its body is dropped unread by the app;
 - every close is staged (``LingeringTransport``), so what a client sent after our last answer never becomes a reset.
 
 On SIGTERM uvicorn stops accepting and calls ``shutdown()`` on each connection. uvicorn would close idle ones, losing
@@ -18,25 +20,16 @@ connection closes after ``drain_idle_s``.
 from __future__ import annotations
 
 import asyncio
-import enum
 import functools
 from collections.abc import Callable
 from typing import Any
 
-from uvicorn._types import ASGIReceiveCallable, ASGISendCallable, Scope
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
-from service.http_limits import LINGER_S, HttpLimits, LingeringTransport, unread_bytes
-
-
-class Phase(enum.Enum):
-    """Where the parser is in the request it is reading (not the one being answered)."""
-
-    IDLE = "idle"  # between requests
-    HEADERS = "headers"  # request line and headers under way
-    BODY = "body"  # headers complete, body under way
+from service.admission import STATE_KEY, Admission, is_probe, small_body
+from service.http_limits import LINGER_S, HttpLimits, LingeringTransport, Phase, answer_shutting_down, unread_bytes
 
 
 class HttpProtocol(HttpToolsProtocol):
@@ -58,11 +51,13 @@ class HttpProtocol(HttpToolsProtocol):
         self._header_bytes = 0  # fed to the parser since the current request's headers began
         self._header_deadline = 0.0
         self._last_read = 0.0  # when body bytes last arrived
+        self._idle_deadline: float | None = None  # when an idle connection closes; None while a request is under way
         self._watchdog: asyncio.TimerHandle | None = None
         self._watchdog_at = 0.0
         self._refusal: bytes | None = None  # a refusal waiting for the answers owed before it
         self._draining = False
         self._closed_early: tuple[RequestResponseCycle, bool] | None = None  # a drain decision and the client's wish
+        self.admission: Admission | None = app_state.get(STATE_KEY)  # published by the app's lifespan
 
     # ---- connection ------------------------------------------------------------------------------------------
 
@@ -126,22 +121,51 @@ class HttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
+        """uvicorn's, with the idle close left to the watchdog: no timer is made and cancelled per request."""
+        self.server_state.total_requests += 1
         if self._refusal is not None and not self.pipeline:
-            self.server_state.total_requests += 1
             self._refuse(self._refusal)
             return
-        super().on_response_complete()
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        else:
+            self._arm_idle(self.timeout_keep_alive)
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        """Where a request is handed to the app (at once, or after the answers owed before it): admit it first."""
         if self._draining:
             self._close_after(cycle)
+        elif self.admission is not None and not is_probe(cycle.scope["path"]):
+            if not self.admission.policy.admit():
+                self._shed(cycle, self.admission)
+                return
+            app = functools.partial(self.admission.serve, app)
         super()._start_asgi_task(cycle, app)
+
+    def _shed(self, cycle: RequestResponseCycle, admission: Admission) -> None:
+        """Answer 429 ``overloaded`` without the app; a small body is then dropped as it arrives, a large one closes."""
+        scope = cycle.scope
+        close = not cycle.keep_alive or not small_body(scope["headers"])
+        self.transport.write(admission.refusal(scope["method"], scope["path"], scope["headers"], close))
+        cycle.response_started = cycle.response_complete = True  # uvicorn's parser callbacks now drop the body
+        if close:
+            self.transport.close()
+        self.on_response_complete()
 
     # ---- limits ----------------------------------------------------------------------------------------------
 
     def _arm_idle(self, delay_s: float) -> None:
-        self._unset_keepalive_if_required()
-        self.timeout_keep_alive_task = self.loop.call_later(delay_s, self.timeout_keep_alive_handler)
+        """The connection is idle: close it after ``delay_s`` unless a byte arrives first."""
+        self._idle_deadline = self.loop.time() + delay_s
+        self._watch(self._idle_deadline)
+
+    def _unset_keepalive_if_required(self) -> None:
+        """uvicorn calls this when bytes arrive: the connection is no longer idle."""
+        self._idle_deadline = None
 
     def _watch(self, deadline: float) -> None:
         """Make sure the watchdog fires by ``deadline``; it re-reads the phase then, so stale firings cost nothing."""
@@ -156,6 +180,12 @@ class HttpProtocol(HttpToolsProtocol):
         if self.transport.is_closing() or self._refusal is not None:
             return
         now = self.loop.time()
+        if self._idle_deadline is not None:
+            if now < self._idle_deadline:
+                self._watch(self._idle_deadline)
+            else:
+                self.timeout_keep_alive_handler()
+            return
         if self._phase is Phase.HEADERS:
             deadline = self._header_deadline
         elif self._phase is Phase.BODY:
@@ -190,7 +220,7 @@ class HttpProtocol(HttpToolsProtocol):
     def shutdown(self) -> None:
         """Drain: answer what is under way, 503 ``shutting_down`` what arrives, close idle after ``drain_idle_s``."""
         self._draining = True
-        self.app = functools.partial(_shutting_down, self.limits.shutting_down)
+        self.app = functools.partial(answer_shutting_down, self.limits.shutting_down)
         self.timeout_keep_alive = self.limits.drain_idle_s  # type: ignore[assignment]
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
@@ -210,15 +240,6 @@ class HttpProtocol(HttpToolsProtocol):
         if self.pipeline or self._phase is Phase.HEADERS:
             return True
         return self._phase is Phase.IDLE and unread_bytes(self.transport) > 0
-
-
-async def _shutting_down(
-    answer: tuple[list[tuple[bytes, bytes]], bytes], scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
-) -> None:
-    """The app every connection switches to on SIGTERM: 503 ``shutting_down`` (the body is left unread)."""
-    headers, body = answer
-    await send({"type": "http.response.start", "status": 503, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def protocol_factory(limits: HttpLimits) -> Callable[..., HttpProtocol]:

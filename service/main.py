@@ -13,8 +13,8 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from service import __version__
+from service.admission import STATE_KEY, Admission, InflightLimit
 from service.api import health, prometheus, rest, v2, v2_repository
-from service.api.admission import AdmissionMiddleware, InflightLimit
 from service.api.fastpath import FastPathMiddleware
 from service.api.middleware import RequestContextMiddleware
 from service.api.routes import RouteGroup, hot_routes, install
@@ -59,8 +59,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     poller = RepositoryPoller(models, settings.repository_poll_s) if settings.model_control == "poll" else None
 
+    # Enforced by the HTTP front door (service/http_protocol.py), which finds it in the lifespan state.
+    admission = Admission(InflightLimit(settings.max_inflight_requests), metrics.shed, settings.access_log)
+    metrics.server_inflight = lambda: admission.policy.inflight
+
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Admission]]:
         if poller is not None:
             poller.start()  # its first snapshot precedes the startup load, so a change made meanwhile is picked up
         try:
@@ -69,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             logger.info(
                 "ready: serving %s from %s", sorted({m.config.name for m in models.served()}), models.repository
             )
-            yield
+            yield {STATE_KEY: admission}
         finally:
             readiness.ready = False
             if poller is not None:
@@ -97,8 +101,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install(app, routes)
     app.add_middleware(FastPathMiddleware, routes=hot_routes(routes))
-    admission = InflightLimit(settings.max_inflight_requests)
-    app.add_middleware(AdmissionMiddleware, policy=admission, on_shed=metrics.shed)  # inside auth: a 401 takes no slot
     token = settings.auth_token.get_secret_value() if settings.auth_token else None
     app.add_middleware(RequestContextMiddleware, auth_token=token, access_log=settings.access_log)  # outermost
     return app

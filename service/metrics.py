@@ -103,6 +103,8 @@ class Metrics:
             buckets=BATCH_SIZE_BUCKETS,
             registry=registry,
         )
+        #: Reads the requests the whole process is serving (the front door's admission count) at scrape time.
+        self.server_inflight: Callable[[], int] = lambda: 0
         registry.register(_ScrapeTimeCollector(self))
 
     def _histogram(self, name: str, documentation: str) -> Histogram:
@@ -171,6 +173,12 @@ class _ScrapeTimeCollector(Collector):
             inflight.add_metric([name], sum(m.inflight for m in versions))
         yield depth
         yield inflight
+        yield GaugeMetricFamily(
+            "cnnserve_server_inflight_requests",
+            "Requests the server process is serving, health and /metrics excepted (CNNSERVE_MAX_INFLIGHT_REQUESTS "
+            "bounds it).",
+            value=self._metrics.server_inflight(),
+        )
         yield from _triton_metrics(models)
 
 

@@ -7,19 +7,16 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.admission import is_probe
+from service.admission import is_probe, request_id
 from service.errors import Unauthorized, error_response, render
 from service.logs import REQUEST_ID
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("cnnserve.access")
-
-_MAX_ID_LENGTH = 128
 
 
 def bearer_matches(authorization: bytes, token: bytes) -> bool:
@@ -50,16 +47,12 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = b""
         authorization = b""
         for key, value in scope["headers"]:
-            if key == b"x-request-id":
-                request_id = value
-            elif key == b"authorization":
+            if key == b"authorization":
                 authorization = value
-        if not request_id or len(request_id) > _MAX_ID_LENGTH or not request_id.isascii():
-            request_id = os.urandom(8).hex().encode()
-        rid = request_id.decode()
+        rid_bytes = request_id(scope["headers"])
+        rid = rid_bytes.decode()
         context = REQUEST_ID.set(rid)
         status = 0
         started = time.perf_counter()
@@ -68,7 +61,7 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid_bytes)]
             await send(message)
 
         try:

@@ -23,10 +23,13 @@ MAX_BODY_BYTES = 2 * 2**20
 MAX_IMAGE_PIXELS = 4_000_000
 
 
-def start_server(repository: Path | None, log_path: Path, *flags: str, **settings: str) -> Server:
+def start_server(
+    repository: Path | None, log_path: Path, *flags: str, cpus: set[int] | None = None, **settings: str
+) -> Server:
     """Start ``python -m service`` with CLI ``flags`` and ``CNNSERVE_<KEY>`` settings; wait until it is ready.
 
     ``repository=None`` leaves the flag out, so the service serves its default repository (the repo's models/).
+    ``cpus`` confines the server and all its threads to those CPUs.
     The servers of the tests accept the repository load/unload API (``model_control=explicit``) unless a test
     passes another ``model_control``; the service's own default, ``none``, is tested in test_model_control.py.
     """
@@ -36,7 +39,7 @@ def start_server(repository: Path | None, log_path: Path, *flags: str, **setting
         command += ["--repository", str(repository)]
     env = {f"CNNSERVE_{key.upper()}": value for key, value in settings.items()}
     try:
-        return start("service", command, env, "/v2/health/ready", log_path, cpus=None)
+        return start("service", command, env, "/v2/health/ready", log_path, cpus=cpus)
     except RuntimeError as err:  # startup failed: the message quotes the log's tail
         pytest.fail(str(err))
 
