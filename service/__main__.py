@@ -8,13 +8,16 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import sys
 from pathlib import Path
 from types import FrameType
 
 import uvicorn
+from uvicorn.server import STARTUP_FAILURE
 
 from service.http_limits import HttpLimits
 from service.http_protocol import protocol_factory
+from service.http_server import DrainingServer
 from service.logs import configure_logging
 from service.settings import Settings
 
@@ -78,7 +81,10 @@ def main(argv: list[str] | None = None) -> None:
     else:
         from service.main import create_app
 
-        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+        server = DrainingServer(uvicorn.Config(create_app(settings), **common))  # type: ignore[arg-type]
+        server.run()
+        if not server.started:
+            sys.exit(STARTUP_FAILURE)  # as uvicorn.run does: the lifespan failed and said why
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import uvicorn
 
 from service.http_limits import HttpLimits
 from service.http_protocol import protocol_factory
+from service.http_server import DrainingServer
 from service.main import create_app
 from service.runtime import ModelRunner
 from service.settings import Settings
@@ -120,7 +121,7 @@ class InProcessServer:
             server_header=False,
             timeout_graceful_shutdown=10,
         )
-        self.server = uvicorn.Server(config)
+        self.server = DrainingServer(config)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="inprocess-uvicorn", daemon=True)

@@ -1,0 +1,55 @@
+"""uvicorn's ``Server``, stopping its listeners without resetting the connections the kernel had already accepted.
+
+A client's connection is complete once the kernel has queued it on the listening socket, and the client may send
+its request at once; the process picks it up with ``accept()`` later. uvicorn's shutdown closes the listeners
+first, and closing a listening socket resets every connection still queued on it: requests already sent, lost.
+Here the queue is taken in first, so those connections drain like every other (``HttpProtocol.shutdown``: a
+request gets 503 ``shutting_down`` with ``Connection: close``, an idle connection closes after a grace period).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import socket
+from collections.abc import Callable
+
+import uvicorn
+
+
+async def accept_backlog(
+    listener: socket.socket, protocol_factory: Callable[[], asyncio.Protocol]
+) -> list[asyncio.Transport]:
+    """Accept every connection queued on ``listener`` and serve each with a protocol from ``protocol_factory``.
+
+    ``listener`` is left open and as it was (a duplicate descriptor does the accepting).
+    """
+    connections: list[socket.socket] = []
+    with socket.socket(fileno=os.dup(listener.fileno())) as duplicate:
+        duplicate.setblocking(False)
+        while True:  # all of them before the first await, so the loop's own accept finds none to half take
+            try:
+                connection, _ = duplicate.accept()
+            except (BlockingIOError, InterruptedError):
+                break
+            connection.setblocking(False)
+            connections.append(connection)
+    loop = asyncio.get_running_loop()
+    return [(await loop.connect_accepted_socket(protocol_factory, c))[0] for c in connections]
+
+
+class DrainingServer(uvicorn.Server):
+    """``uvicorn.Server`` whose shutdown first takes in the connections queued on its listeners (module docstring)."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        factory = functools.partial(
+            self.config.http_protocol_class,  # type: ignore[call-arg]
+            config=self.config,
+            server_state=self.server_state,
+            app_state=self.lifespan.state,
+        )
+        for server in self.servers:
+            for listener in server.sockets:
+                await accept_backlog(listener, factory)  # a TransportSocket has the fileno() it needs
+        await super().shutdown(sockets)
