@@ -15,8 +15,8 @@ from types import FrameType
 import uvicorn
 from uvicorn.server import STARTUP_FAILURE
 
+from service.http_drain import protocol_factory
 from service.http_limits import HttpLimits
-from service.http_protocol import protocol_factory
 from service.http_server import DrainingServer
 from service.logs import configure_logging
 from service.settings import Settings
@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> None:
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop",
-        # uvicorn's httptools protocol, bounded per connection and draining without resets (service/http_protocol.py)
+        # uvicorn's httptools protocol, bounded per connection (service/http_protocol.py), draining without resets
+        # (service/http_drain.py)
         "http": protocol_factory(HttpLimits.from_settings(settings)),
         "ws": "none",
         "log_config": None,

@@ -69,6 +69,7 @@ class HttpLimits:
     max_header_bytes: int
     header_timeout_s: float
     body_timeout_s: float
+    write_timeout_s: float
     keep_alive_timeout_s: float
     max_connections: int
     drain_idle_s: float
@@ -79,6 +80,7 @@ class HttpLimits:
             max_header_bytes=settings.max_header_bytes,
             header_timeout_s=settings.header_timeout_s,
             body_timeout_s=settings.body_timeout_s,
+            write_timeout_s=settings.write_timeout_s,
             keep_alive_timeout_s=settings.keep_alive_timeout_s,
             max_connections=settings.max_connections,
             drain_idle_s=settings.drain_idle_s,

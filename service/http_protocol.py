@@ -1,7 +1,6 @@
 """The HTTP/1.1 front door: uvicorn's httptools protocol, bounded per connection, and a shutdown that drops nothing.
 
-``python -m service`` hands uvicorn ``protocol_factory(limits)`` as its ``http`` class. Below the ASGI app, where a
-request is still bytes, each connection is held to ``HttpLimits``:
+Below the ASGI app, where a request is still bytes, each connection is held to ``HttpLimits``:
 
 - the request line and headers may take ``max_header_bytes`` (431 ``headers_too_large``) and ``header_timeout_s``
   from their first byte (408 ``request_timeout``); a body may pause ``body_timeout_s`` (408) while the server is
@@ -9,19 +8,18 @@ request is still bytes, each connection is held to ``HttpLimits``:
 - past ``max_connections`` a new connection is answered 503 ``too_many_connections`` at once, before it is parsed;
 - past the app's in-flight bound (``service/admission.py``) a request is answered 429 ``overloaded`` as soon as its
   headers are parsed, with prebuilt bytes, and its body is dropped unread by the app;
+- a response the client does not read may stall ``write_timeout_s`` (nothing of it taken while the send buffer is
+  full); then the connection is dropped, and its request's slot with it;
 - every close is staged (``LingeringTransport``), so what a client sent after our last answer never becomes a reset.
 
-On SIGTERM uvicorn stops accepting and calls ``shutdown()`` on each connection. uvicorn would close idle ones, losing
-requests already on the wire; here the connection drains instead: requests under way get their results, every
-request that arrives later gets a 503 ``shutting_down``, the last answer says ``Connection: close``, and an idle
-connection closes after ``drain_idle_s``.
+The drain on SIGTERM is the subclass in ``service/http_drain.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+import logging
 from typing import Any
 
 from uvicorn.config import Config
@@ -29,11 +27,13 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from uvicorn.server import ServerState
 
 from service.admission import STATE_KEY, Admission, is_probe, small_body
-from service.http_limits import LINGER_S, HttpLimits, LingeringTransport, Phase, answer_shutting_down, unread_bytes
+from service.http_limits import LINGER_S, HttpLimits, LingeringTransport, Phase
+
+logger = logging.getLogger(__name__)
 
 
 class HttpProtocol(HttpToolsProtocol):
-    """uvicorn's ``HttpToolsProtocol`` with the limits and the drain described in the module docstring."""
+    """uvicorn's ``HttpToolsProtocol`` with the limits and the admission described in the module docstring."""
 
     def __init__(
         self,
@@ -54,9 +54,10 @@ class HttpProtocol(HttpToolsProtocol):
         self._idle_deadline: float | None = None  # when an idle connection closes; None while a request is under way
         self._watchdog: asyncio.TimerHandle | None = None
         self._watchdog_at = 0.0
+        self._unsent = 0  # bytes waiting in the send buffer when the client last took some
+        self._unsent_since = 0.0
         self._refusal: bytes | None = None  # a refusal waiting for the answers owed before it
-        self._draining = False
-        self._closed_early: tuple[RequestResponseCycle, bool] | None = None  # a drain decision and the client's wish
+        self._draining = False  # set by the drain on shutdown (service/http_drain.py): admission no longer applies
         self.admission: Admission | None = app_state.get(STATE_KEY)  # published by the app's lifespan
 
     # ---- connection ------------------------------------------------------------------------------------------
@@ -101,10 +102,6 @@ class HttpProtocol(HttpToolsProtocol):
     # ---- parser callbacks ------------------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        if self._draining and self._closed_early is not None:
-            cycle, client_keeps_alive = self._closed_early
-            if not cycle.response_started:  # a later request will carry the Connection: close instead
-                cycle.keep_alive = client_keeps_alive
         super().on_message_begin()
         self._phase = Phase.HEADERS
         self._header_deadline = self.loop.time() + self.limits.header_timeout_s
@@ -137,9 +134,7 @@ class HttpProtocol(HttpToolsProtocol):
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         """Where a request is handed to the app (at once, or after the answers owed before it): admit it first."""
-        if self._draining:
-            self._close_after(cycle)
-        elif self.admission is not None and not is_probe(cycle.scope["path"]):
+        if not self._draining and self.admission is not None and not is_probe(cycle.scope["path"]):
             if not self.admission.policy.admit():
                 self._shed(cycle, self.admission)
                 return
@@ -175,11 +170,35 @@ class HttpProtocol(HttpToolsProtocol):
             self._watchdog = self.loop.call_at(deadline, self._on_watchdog)
             self._watchdog_at = deadline
 
+    def pause_writing(self) -> None:
+        """The send buffer is full: from now on the client must keep taking bytes (``write_timeout_s``)."""
+        super().pause_writing()
+        self._unsent = self.transport.get_write_buffer_size()
+        self._unsent_since = self.loop.time()
+        self._watch(self._unsent_since + self.limits.write_timeout_s)
+
+    def _write_stalled(self, now: float) -> bool:
+        """While writing is paused: drop the connection if the client took nothing for ``write_timeout_s``."""
+        unsent = self.transport.get_write_buffer_size()
+        if unsent < self._unsent:
+            self._unsent, self._unsent_since = unsent, now
+        deadline = self._unsent_since + self.limits.write_timeout_s
+        if now < deadline:
+            self._watch(deadline)
+            return False
+        logger.warning(
+            "dropped %s: the client read nothing of a response for %g s", self.client, now - self._unsent_since
+        )
+        self.transport.abort()  # uvicorn marks the request disconnected and wakes its writer
+        return True
+
     def _on_watchdog(self) -> None:
         self._watchdog = None
+        now = self.loop.time()
+        if self.flow.write_paused and self._write_stalled(now):
+            return
         if self.transport.is_closing() or self._refusal is not None:
             return
-        now = self.loop.time()
         if self._idle_deadline is not None:
             if now < self._idle_deadline:
                 self._watch(self._idle_deadline)
@@ -214,34 +233,3 @@ class HttpProtocol(HttpToolsProtocol):
             return
         self.transport.write(response)
         self.transport.close()
-
-    # ---- shutdown --------------------------------------------------------------------------------------------
-
-    def shutdown(self) -> None:
-        """Drain: answer what is under way, 503 ``shutting_down`` what arrives, close idle after ``drain_idle_s``."""
-        self._draining = True
-        self.app = functools.partial(answer_shutting_down, self.limits.shutting_down)
-        self.timeout_keep_alive = self.limits.drain_idle_s  # type: ignore[assignment]
-        cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
-            if not cycle.response_started:
-                self._close_after(cycle)
-        elif self._phase is Phase.IDLE and not self.transport.is_closing():
-            self._arm_idle(self.limits.drain_idle_s)
-
-    def _close_after(self, cycle: RequestResponseCycle) -> None:
-        """While draining, ``cycle``'s answer closes the connection unless the client has sent more behind it."""
-        if cycle.keep_alive and not self._more_pending():
-            self._closed_early = (cycle, True)
-            cycle.keep_alive = False
-
-    def _more_pending(self) -> bool:
-        """Whether the client has sent more requests than this connection has started answering."""
-        if self.pipeline or self._phase is Phase.HEADERS:
-            return True
-        return self._phase is Phase.IDLE and unread_bytes(self.transport) > 0
-
-
-def protocol_factory(limits: HttpLimits) -> Callable[..., HttpProtocol]:
-    """What uvicorn's ``http=`` takes: builds a connection's protocol with ``limits`` (picklable for workers)."""
-    return functools.partial(HttpProtocol, limits=limits)

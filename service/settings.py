@@ -147,6 +147,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Longest pause in a request body while the server reads it; longer: 408 request_timeout.",
     )
+    write_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest a response may wait, its send buffer full, for the client to read any of it; longer: "
+        "the connection is dropped.",
+    )
     keep_alive_timeout_s: float = Field(
         default=5.0,
         gt=0,

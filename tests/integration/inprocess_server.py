@@ -25,8 +25,8 @@ import numpy.typing as npt
 import pytest
 import uvicorn
 
+from service.http_drain import protocol_factory
 from service.http_limits import HttpLimits
-from service.http_protocol import protocol_factory
 from service.http_server import DrainingServer
 from service.main import create_app
 from service.runtime import ModelRunner

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import select
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -18,14 +19,17 @@ from pathlib import Path
 import httpx
 import pytest
 from http_wire import TIMEOUT_S, Wire, request, vm_rss_bytes
-from live_server import REPO_ROOT, Server, start_server
+from live_server import REPO_ROOT, Server, metric_value, start_server
 
 DIGIT = (REPO_ROOT / "samples" / "digits" / "digit-7.png").read_bytes()
 CLASSIFY = "/v1/models/lenet5_digits/classify"
 CONNECTION_LIMIT = 60  # above the attackers below, so that they are cut off by the header limit alone
 ATTACKERS = 50  # connections each sending an unfinished huge header at once
 ATTACK_HEADER_BYTES = 20 * 2**20
-RSS_GROWTH_LIMIT = 100 * 2**20  # generous: without the header limit the same attack added about 1 GB
+RSS_GROWTH_LIMIT = 100 * 2**20
+UNREAD_REQUESTS = (
+    400  # pipelined at once, answers never read  # generous: without the header limit the same attack added about 1 GB
+)
 
 
 def _server(model_repository: Path, logs: Path, name: str, **settings: str) -> Iterator[Server]:
@@ -36,13 +40,14 @@ def _server(model_repository: Path, logs: Path, name: str, **settings: str) -> I
 
 @pytest.fixture(scope="module")
 def tight(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """Read timeouts and keep-alive of 1 s; the default 64 KiB header limit."""
+    """Read and write timeouts and keep-alive of 1 s; the default 64 KiB header limit."""
     yield from _server(
         model_repository,
         tmp_path_factory.mktemp("logs"),
         "tight",
         header_timeout_s="1",
         body_timeout_s="1",
+        write_timeout_s="1",
         keep_alive_timeout_s="1",
     )
 
@@ -137,6 +142,35 @@ def test_a_stalled_body_is_cut_off_with_408(tight: Server) -> None:
         assert (answer.status, answer.code, answer.closes) == (408, "request_timeout", True)
         assert b"CNNSERVE_BODY_TIMEOUT_S" in answer.body
         assert wire.closed_by_server()
+    assert classify_digit(tight) == 200
+
+
+def test_a_client_that_reads_nothing_is_dropped_and_its_slot_freed(tight: Server) -> None:
+    """Pipelined requests for far more than the socket buffers hold, and nothing read: the send buffer fills."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+    sock.settimeout(TIMEOUT_S)
+    sock.connect(("127.0.0.1", tight.port))
+    with sock:
+        sock.sendall(request("GET", "/openapi.json") * UNREAD_REQUESTS)  # ~30 KB answers: ~12 MB in all
+        started = time.monotonic()
+        deadline = started + TIMEOUT_S
+        while "read nothing of a response" not in tight.log():
+            assert time.monotonic() < deadline, "the server still holds a client that reads nothing"
+            time.sleep(0.05)
+        print(f"\na client reading nothing dropped {time.monotonic() - started:.2f} s after its requests "
+              "(CNNSERVE_WRITE_TIMEOUT_S=1)")  # fmt: skip
+        received = 0
+        with contextlib.suppress(ConnectionResetError):  # the end of the stream, or a reset: either way, the end
+            while chunk := sock.recv(2**20):
+                received += len(chunk)
+    one_answer = len(httpx.get(tight.url + "/openapi.json", timeout=TIMEOUT_S).content)
+    print(f"it got {received / 2**20:.1f} MiB of the {UNREAD_REQUESTS * one_answer / 2**20:.1f} MiB it asked for")
+    assert received < UNREAD_REQUESTS * one_answer  # dropped: the rest was never sent
+    deadline = time.monotonic() + TIMEOUT_S
+    while metric_value(httpx.get(tight.url + "/metrics").text, "cnnserve_server_inflight_requests") != 0:
+        assert time.monotonic() < deadline, "the dropped request still holds its in-flight slot"
+        time.sleep(0.05)
     assert classify_digit(tight) == 200
 
 

@@ -1,7 +1,7 @@
 """Front-door admission (``service.admission``): the in-flight policy, the prebuilt refusal, and its wiring.
 
 The front door that applies it to real connections is tested against a real server in
-tests/integration/test_admission.py.
+tests/integration/test_front_door_admission.py.
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ import pytest
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
+from service.http_drain import protocol_factory
 from service.http_limits import HttpLimits
-from service.http_protocol import protocol_factory
 from service.http_server import DrainingServer, accept_backlog
 from service.settings import Settings
 
