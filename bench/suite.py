@@ -21,7 +21,7 @@ from loadtest.runner import Plan, run_sweep
 
 #: Settings the "tuned" service runs with (``CNNSERVE_*`` overrides); the default runs with none. For the
 #: overhead-bound models the event loop is the limit, so the tuned service runs two worker processes (one ORT
-#: thread each); each worker keeps its own /metrics, so the server-side batch figures of those rows are one worker's.
+#: thread each), which the default (``CNNSERVE_WORKERS=auto``) now also does on two CPUs.
 TUNED: dict[str, dict[str, str]] = {
     "lenet5_digits": {"max_queue_delay_us": "2000", "workers": "2"},
     "tiny_cnn": {"max_queue_delay_us": "2000", "workers": "2"},

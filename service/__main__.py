@@ -6,20 +6,23 @@ Flags override the ``CNNSERVE_*`` environment variables; see ``python -m service
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-import signal
 import sys
 from pathlib import Path
-from types import FrameType
 
 import uvicorn
-from uvicorn.server import STARTUP_FAILURE
 
+from service.cpus import cpu_budget
 from service.http_drain import protocol_factory
 from service.http_limits import HttpLimits
-from service.http_server import DrainingServer
+from service.http_server import run_server
 from service.logs import configure_logging
+from service.runtime import resolved_workers
 from service.settings import Settings
+from service.supervisor import Supervisor
+
+logger = logging.getLogger("service")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,15 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--models", help="comma-separated models to load (default: all in the repository)")
     parser.add_argument("--host", help="interface to listen on (default 127.0.0.1; 0.0.0.0 in containers)")
     parser.add_argument("--port", type=int, help="TCP port (default 8000)")
-    parser.add_argument("--workers", type=int, help="server processes (default 1)")
+    parser.add_argument("--workers", help="server processes, or auto: one per usable CPU (the default)")
     parser.add_argument("--log-format", choices=["text", "json"], help="log lines as text (default) or JSON")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
     return parser
-
-
-def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
-    """Uvicorn drains on SIGTERM/SIGINT, then re-raises the signal; exiting 0 here makes the drain a clean exit."""
-    raise SystemExit(0)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -59,8 +57,6 @@ def main(argv: list[str] | None = None) -> None:
     overrides = {key: value for key, value in flags.items() if value is not None}
     settings = Settings(**overrides)
     configure_logging(settings.log_format, settings.log_level)
-    signal.signal(signal.SIGTERM, _exit_cleanly)
-    signal.signal(signal.SIGINT, _exit_cleanly)
     common = {
         "host": settings.host,
         "port": settings.port,
@@ -74,18 +70,17 @@ def main(argv: list[str] | None = None) -> None:
         "timeout_graceful_shutdown": settings.graceful_shutdown_s,
         "server_header": False,
     }
-    if settings.workers > 1:
+    workers = resolved_workers(settings.workers)
+    logger.info("CPUs: %s; %d worker process(es) (CNNSERVE_WORKERS=%s)", cpu_budget().source, workers, settings.workers)
+    if workers > 1:
         # Each worker process builds its own app from the environment, so hand the flags over through it.
-        for key, value in overrides.items():
+        for key, value in {**overrides, "workers": workers}.items():
             os.environ[f"CNNSERVE_{key.upper()}"] = str(value)
-        uvicorn.run("service.main:create_worker_app", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
-    else:
-        from service.main import create_app
+        config = uvicorn.Config("service.main:create_worker_app", factory=True, **common)  # type: ignore[arg-type]
+        sys.exit(Supervisor(config, workers, settings.graceful_shutdown_s).run())
+    from service.main import create_app
 
-        server = DrainingServer(uvicorn.Config(create_app(settings), **common))  # type: ignore[arg-type]
-        server.run()
-        if not server.started:
-            sys.exit(STARTUP_FAILURE)  # as uvicorn.run does: the lifespan failed and said why
+    run_server(uvicorn.Config(create_app(settings), **common))  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

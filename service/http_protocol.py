@@ -28,6 +28,7 @@ from uvicorn.server import ServerState
 
 from service.admission import STATE_KEY, Admission, is_probe, small_body
 from service.http_limits import LINGER_S, HttpLimits, LingeringTransport, Phase
+from service.peers import from_sibling
 
 logger = logging.getLogger(__name__)
 
@@ -59,11 +60,13 @@ class HttpProtocol(HttpToolsProtocol):
         self._refusal: bytes | None = None  # a refusal waiting for the answers owed before it
         self._draining = False  # set by the drain on shutdown (service/http_drain.py): admission no longer applies
         self.admission: Admission | None = app_state.get(STATE_KEY)  # published by the app's lifespan
+        self._from_client = True  # not a sibling worker (set when connected)
 
     # ---- connection ------------------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(LingeringTransport(transport, self.loop, LINGER_S))
+        self._from_client = not from_sibling(self.server)
         if len(self.connections) > self.limits.max_connections:
             self.connections.discard(self)  # not counted, not drained: it is answered and closing
             self._refuse(self.limits.too_many_connections)
@@ -134,11 +137,13 @@ class HttpProtocol(HttpToolsProtocol):
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         """Where a request is handed to the app (at once, or after the answers owed before it): admit it first."""
-        if not self._draining and self.admission is not None and not is_probe(cycle.scope["path"]):
-            if not self.admission.policy.admit():
-                self._shed(cycle, self.admission)
+        admission = self.admission
+        # A sibling worker's request (over a Unix socket) is the server's own business: never shed.
+        if admission is not None and not self._draining and not is_probe(cycle.scope["path"]) and self._from_client:
+            if not admission.policy.admit():
+                self._shed(cycle, admission)
                 return
-            app = functools.partial(self.admission.serve, app)
+            app = functools.partial(admission.serve, app)
         super()._start_asgi_task(cycle, app)
 
     def _shed(self, cycle: RequestResponseCycle, admission: Admission) -> None:

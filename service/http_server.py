@@ -12,10 +12,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import signal
 import socket
+import sys
 from collections.abc import Callable
+from types import FrameType
 
 import uvicorn
+from uvicorn.server import STARTUP_FAILURE
 
 
 async def accept_backlog(
@@ -53,3 +57,18 @@ class DrainingServer(uvicorn.Server):
             for listener in server.sockets:
                 await accept_backlog(listener, factory)  # a TransportSocket has the fileno() it needs
         await super().shutdown(sockets)
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    """uvicorn drains on SIGTERM/SIGINT, then re-raises the signal; exiting 0 here makes the drain a clean exit."""
+    raise SystemExit(0)
+
+
+def run_server(config: uvicorn.Config, sockets: list[socket.socket] | None = None) -> None:
+    """Serve ``config`` until SIGTERM or SIGINT, then exit 0 once drained (``STARTUP_FAILURE`` if startup failed)."""
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    signal.signal(signal.SIGINT, _exit_cleanly)
+    server = DrainingServer(config)
+    server.run(sockets)
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)  # as uvicorn.run does: the lifespan failed and said why

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from service import __version__
 from service.admission import STATE_KEY, Admission, InflightLimit
 from service.api import health, prometheus, rest, v2, v2_repository
+from service.api.cluster import ClusterMiddleware
 from service.api.fastpath import FastPathMiddleware
 from service.api.middleware import RequestContextMiddleware
 from service.api.routes import RouteGroup, hot_routes, install
@@ -23,9 +24,10 @@ from service.errors import install_error_handlers
 from service.logs import configure_logging
 from service.metrics import Metrics
 from service.model_manager import ModelManager
+from service.peers import Peers
 from service.preprocess import configure_pillow
 from service.repository_poll import RepositoryPoller
-from service.runtime import available_cpus
+from service.runtime import available_cpus, resolved_workers
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -53,9 +55,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics,
         max_image_pixels=settings.max_image_pixels,
         default_timeout_ms=settings.default_timeout_ms,
-        preprocess_threads=settings.preprocess_threads or available_cpus(),
+        preprocess_threads=settings.preprocess_threads
+        or max(1, available_cpus() // resolved_workers(settings.workers)),
     )
-    readiness = health.Readiness()
+    peers = Peers.from_environment()  # sibling workers, when the supervisor runs several
+    readiness = health.Readiness(peers)
 
     poller = RepositoryPoller(models, settings.repository_poll_s) if settings.model_control == "poll" else None
 
@@ -69,13 +73,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             poller.start()  # its first snapshot precedes the startup load, so a change made meanwhile is picked up
         try:
             await models.load_startup()
-            readiness.ready = True
+            readiness.set(True)
             logger.info(
                 "ready: serving %s from %s", sorted({m.config.name for m in models.served()}), models.repository
             )
             yield {STATE_KEY: admission}
         finally:
-            readiness.ready = False
+            readiness.set(False)
             if poller is not None:
                 await poller.stop()
             await models.close()  # uvicorn has already drained the connections: this runs what is still queued
@@ -101,6 +105,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install(app, routes)
     app.add_middleware(FastPathMiddleware, routes=hot_routes(routes))
+    if peers is not None:
+        app.add_middleware(ClusterMiddleware, peers=peers, max_body_bytes=settings.max_body_bytes)
     token = settings.auth_token.get_secret_value() if settings.auth_token else None
     app.add_middleware(RequestContextMiddleware, auth_token=token, access_log=settings.access_log)  # outermost
     return app

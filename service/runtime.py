@@ -6,18 +6,19 @@ worker thread at a time, so its per-batch-size IOBinding buffers need no locking
 
 from __future__ import annotations
 
+import functools
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from service.cpus import cpu_budget
 from service.datatypes import V2_TO_NUMPY
 from service.providers import ProviderSettings, check_active, provider_options
 from service.repository import ModelConfig
@@ -26,19 +27,22 @@ logger = logging.getLogger(__name__)
 _ORT_LOG_LOCK = threading.Lock()  # ORT's default logger is process-wide
 
 
+@functools.cache
 def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, as containers and taskset restrict it)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    """CPUs this process may use: its affinity mask within its cgroup's CPU quota (``service/cpus.py``)."""
+    return cpu_budget().usable
 
 
-def threads_per_session(total_sessions: int, workers: int = 1, configured: int = 0) -> int:
+def resolved_workers(workers: int | Literal["auto"]) -> int:
+    """The worker processes a ``CNNSERVE_WORKERS`` value stands for: ``auto`` is one per usable CPU."""
+    return available_cpus() if workers == "auto" else workers
+
+
+def threads_per_session(total_sessions: int, workers: int | Literal["auto"] = 1, configured: int = 0) -> int:
     """ORT intra-op threads for each session so that all sessions of all workers together fit the CPUs."""
     if configured > 0:
         return configured
-    return max(1, available_cpus() // max(1, total_sessions * workers))
+    return max(1, available_cpus() // max(1, total_sessions * resolved_workers(workers)))
 
 
 def session_options(threads: int, allow_spinning: bool) -> ort.SessionOptions:

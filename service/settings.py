@@ -44,8 +44,10 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Interface to listen on (0.0.0.0 in containers).")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port to listen on.")
-    workers: int = Field(
-        default=1, ge=1, description="Server processes; each loads every model and gets cpus/workers ORT threads."
+    workers: Literal["auto"] | Annotated[int, Field(ge=1)] = Field(
+        default="auto",
+        description="Server processes behind the one port, answering as one server; auto: one per CPU this process "
+        "may use (affinity and cgroup quota). Each loads every model and gets cpus/workers ORT threads.",
     )
     log_format: Literal["text", "json"] = Field(
         default="text", description="Log lines as text, or one JSON object a line."
@@ -113,7 +115,9 @@ class Settings(BaseSettings):
         description="Let idle ORT threads spin; faster alone, steals CPU from the HTTP loop on small machines.",
     )
     preprocess_threads: int = Field(
-        default=0, ge=0, description="Threads decoding and resizing images; 0 = CPUs available."
+        default=0,
+        ge=0,
+        description="Threads decoding and resizing images in each worker; 0 = CPUs available / workers.",
     )
     graceful_shutdown_s: float = Field(
         default=30.0,

@@ -11,13 +11,28 @@ from service.api.responses import json_response
 from service.api.routes import Route, RouteGroup
 from service.errors import ServiceError
 from service.model_manager import ModelManager
+from service.peers import Peers
 
 
 @dataclass
 class Readiness:
-    """Server readiness: true between the end of startup (models loaded and warm) and the start of shutdown."""
+    """Server readiness: true between the end of startup (models loaded and warm) and the start of shutdown.
 
+    With sibling workers (``peers``), the server is ready only while every worker is.
+    """
+
+    peers: Peers | None = None
     ready: bool = False
+
+    def set(self, ready: bool) -> None:
+        """This worker's readiness, told to its siblings too."""
+        self.ready = ready
+        if self.peers is not None:
+            self.peers.mark_ready(ready)
+
+    def server_ready(self) -> bool:
+        """Whether this worker, and every sibling, is ready."""
+        return self.ready and (self.peers is None or self.peers.all_ready())
 
 
 class HealthRoutes:
@@ -32,8 +47,9 @@ class HealthRoutes:
         return json_response({"live": True})
 
     async def ready(self, request: Request) -> Response:
-        """200 between startup and shutdown, 503 otherwise."""
-        return json_response({"ready": self.readiness.ready}, 200 if self.readiness.ready else 503)
+        """200 between startup and shutdown (of every worker), 503 otherwise."""
+        ready = self.readiness.server_ready()
+        return json_response({"ready": ready}, 200 if ready else 503)
 
     async def model_ready(self, request: Request, model: str, version: str | None) -> Response:
         """200 when the model serves, 503 when it exists but does not (yet), 404 when it is unknown."""

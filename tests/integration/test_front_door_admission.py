@@ -32,6 +32,7 @@ def server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         tmp_path_factory.mktemp("logs") / "admission.log",
         models=MODEL,
         max_inflight_requests=str(LIMIT),
+        workers="1",  # the bound is per process
     )
     yield running
     assert running.stop() == 0, running.log()[-3000:]

@@ -60,6 +60,7 @@ def patient(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) ->
         tmp_path_factory.mktemp("logs"),
         "patient",
         max_connections=str(CONNECTION_LIMIT),
+        workers="1",  # the connection limit is per process
         keep_alive_timeout_s="60",
     )
 

@@ -37,7 +37,8 @@ def test_default_repository_serves_the_digits_model_with_json_logs(tmp_path: Pat
     records = [json.loads(line) for line in server.log().splitlines() if line.strip()]
     assert {"time", "level", "logger", "message", "request_id"} <= set(records[0])
     unloaded = [r for r in records if r["message"] == "model 'lenet5_digits' unloaded"]
-    assert [r["request_id"] for r in unloaded] == ["ops-1"]
+    assert unloaded, "no worker logged the unload"
+    assert {r["request_id"] for r in unloaded} == {"ops-1"}  # every worker unloads, each under the client's id
 
 
 def test_a_config_disagreeing_with_its_graph_refuses_to_start_naming_the_field(
