@@ -18,15 +18,20 @@ DIGITS = REPO_ROOT / "samples" / "digits"
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "colorwheel", "cat", "hubble_deep_field")
 
 
+def jpeg_bytes(photo: np.ndarray) -> bytes:
+    """``photo`` (greyscale or colour) as an RGB JPEG of quality 90, at its own size."""
+    buffer = io.BytesIO()
+    Image.fromarray(photo).convert("RGB").save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
 def _square_jpeg(photo: np.ndarray, size: int) -> bytes:
     """Resize the shorter side to ``size``, centre-crop a square, encode as JPEG quality 90."""
     image = Image.fromarray(photo).convert("RGB")
     scale = size / min(image.size)
     image = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))))
     left, top = (image.width - size) // 2, (image.height - size) // 2
-    buffer = io.BytesIO()
-    image.crop((left, top, left + size, top + size)).save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
+    return jpeg_bytes(np.asarray(image.crop((left, top, left + size, top + size))))
 
 
 def photo_jpegs(folder: Path, size: int) -> Path:

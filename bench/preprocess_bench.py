@@ -2,16 +2,21 @@
 
 Runs in this process on one thread, so images per CPU-second is the per-core figure the bar is stated in; the
 wall-clock rate is reported too (they differ when the machine is busy).
+
+``python -m bench.preprocess_bench`` compares the two JPEG decodings (``jpeg_decode``) for an ImageNet model's
+preprocessing, on scikit-image's photographs at their own sizes, one photograph at a time.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.preprocess import ImageTransform, configure_pillow, preprocess
-from service.repository import load_model_config
+from service.image_decode import configure_pillow
+from service.preprocess import ImageTransform, preprocess
+from service.repository import Preprocessing, load_model_config
 
 
 @dataclass(frozen=True)
@@ -26,12 +31,18 @@ class PreprocessResult:
 
 
 def measure(model_dir: Path, images: list[bytes], seconds: float, max_pixels: int = 40_000_000) -> PreprocessResult:
-    """Preprocess ``images`` in turn for ``seconds`` (at least one pass, at most 1,000,000 images)."""
+    """Preprocess ``images`` in turn for ``seconds`` with ``model_dir``'s preprocessing."""
     config = load_model_config(model_dir)
     if config.preprocessing is None:
         raise ValueError(f"{model_dir} has no preprocessing section; pick a model that takes images")
+    return measure_transform(ImageTransform.from_config(config.preprocessing), images, seconds, max_pixels)
+
+
+def measure_transform(
+    pipe: ImageTransform, images: list[bytes], seconds: float, max_pixels: int = 40_000_000
+) -> PreprocessResult:
+    """Preprocess ``images`` in turn for ``seconds`` (at least one pass, at most 1,000,000 images)."""
     configure_pillow()
-    pipe = ImageTransform.from_config(config.preprocessing)
     for data in images:  # warm-up: first calls load codecs
         preprocess(data, pipe, max_pixels)
     count = 0
@@ -47,3 +58,24 @@ def measure(model_dir: Path, images: list[bytes], seconds: float, max_pixels: in
         mean_jpeg_bytes=sum(len(d) for d in images) // len(images),
         output_shape=list(preprocess(images[0], pipe, max_pixels).shape),
     )
+
+
+def main() -> None:
+    """Images per CPU-second, exact and scaled JPEG decoding, per photograph (module docstring)."""
+    import skimage.data
+
+    from bench.images import PHOTOS, jpeg_bytes
+
+    imagenet = Preprocessing(resize=256, crop=(224, 224))
+    pipes = {d: ImageTransform.from_config(dataclasses.replace(imagenet, jpeg_decode=d)) for d in ("exact", "scaled")}
+    print("images per CPU-second, resize 256 + centre crop 224, one thread")
+    for name in PHOTOS:
+        pixels = getattr(skimage.data, name)()
+        data = jpeg_bytes(pixels)
+        rates = {d: measure_transform(pipe, [data], 1.0).images_per_cpu_s for d, pipe in pipes.items()}
+        size = f"{pixels.shape[1]}x{pixels.shape[0]}"
+        print(f"{name:22} {size:>9}: exact {rates['exact']:7,.0f}  scaled {rates['scaled']:7,.0f}")
+
+
+if __name__ == "__main__":
+    main()

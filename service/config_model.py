@@ -94,6 +94,8 @@ class Preprocessing:
     ``resize`` is the length of the shorter side after resizing (torchvision's ``Resize(int)``);
     ``crop`` is the (height, width) centre crop; ``color_mode`` is a PIL mode, ``L`` or ``RGB``.
     ``invert`` flips intensities (1 - x) before normalising, for models trained on light-on-dark digits.
+    ``jpeg_decode`` ``scaled`` lets a JPEG decode at a reduced DCT scale that keeps both sides at least ``resize``
+    (much less work for photographs larger than the model needs); ``exact`` decodes every pixel, as torchvision does.
     """
 
     resize: int
@@ -104,6 +106,7 @@ class Preprocessing:
     interpolation: str = "bilinear"
     invert: bool = False
     layout: str = "NCHW"
+    jpeg_decode: str = "scaled"
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,10 @@ from service.errors import (
     ServiceUnavailable,
     TooManyRequests,
 )
+from service.image_decode import ImageError, ImageTooLarge
 from service.metrics import Metrics, ModelMetrics
 from service.model_manager import ModelManager
-from service.preprocess import ImageError, ImageTooLarge, ImageTransform, preprocess, softmax
+from service.preprocess import ImageTransform, preprocess, softmax
 from service.served_model import ServedModel
 
 

@@ -21,11 +21,11 @@ from service.api.middleware import RequestContextMiddleware
 from service.api.routes import RouteGroup, hot_routes, install
 from service.dataplane import DataPlane
 from service.errors import install_error_handlers
+from service.image_decode import configure_pillow
 from service.logs import configure_logging
 from service.metrics import Metrics
 from service.model_manager import ModelManager
 from service.peers import Peers
-from service.preprocess import configure_pillow
 from service.repository_poll import RepositoryPoller
 from service.runtime import available_cpus, resolved_workers
 from service.settings import Settings

@@ -1,62 +1,39 @@
 """Image bytes → model input, exactly as torchvision's ``Resize(int) → CenterCrop → ToTensor → Normalize``; and top-k.
 
-Pure functions, run in the preprocessing thread pool. JPEGs decode with simplejpeg (libjpeg-turbo, bit-identical to
-Pillow's decoder), everything else with Pillow; the resize is Pillow's own (torchvision calls it for PIL images, with
-its built-in antialiasing), so the only difference from torchvision is float rounding in the fused normalisation
-(and a level or two in images beyond 16:1, of which only the crop window is resized: see ``_WHOLE_AXIS_MAX``).
+Pure functions, run in the preprocessing thread pool. Decoding is ``service/image_decode.py``'s; the resize is
+Pillow's own (torchvision calls it for PIL images, with its built-in antialiasing). With ``jpeg_decode: exact`` the
+only difference from torchvision is float rounding in the fused normalisation (and a level or two in images beyond
+16:1, of which only the crop window is resized: see ``_WHOLE_AXIS_MAX``). The default, ``scaled``, decodes a JPEG
+at least twice the resize target at a reduced DCT scale first (see ``JPEG_SCALED_BUDGET`` for what that costs).
 """
 
 from __future__ import annotations
 
-import io
 import math
-import os
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-import simplejpeg
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from service.image_decode import decode
 from service.repository import Preprocessing
 
 #: Largest absolute difference from torchvision's float32 output that the parity tests accept.
 PARITY_TOLERANCE = 1e-5
+#: How far ``jpeg_decode: scaled`` may move the model input from the exact path, in normalised units (with ImageNet's
+#: std, 1.0 is about 57 levels of 255): the largest difference at any value, and the mean over the input. Measured on
+#: scikit-image's photographs and a generated set (tests/service/test_jpeg_scaled.py): at most 0.85 and 0.043.
+JPEG_SCALED_BUDGET = (1.0, 0.05)
 
 _RESAMPLE = {name: Image.Resampling[name.upper()] for name in ("bilinear", "bicubic", "nearest")}
-_JPEG_MAGIC = b"\xff\xd8"
-#: A TIFF decodes a tile at a time, into a buffer the size of the tile the file declares whatever the image's size
-#: (a 150-byte 1x1 TIFF declaring one 65536x16384 deflate tile took 1 GiB): a tile may hold the image's pixels or 1 M.
-_TILE_PIXELS_MIN = 1 << 20
 #: Longest axis, in multiples of the resize target, that is resized whole (torchvision's pixels bit for bit): aspect
 #: ratios up to 16:1. Beyond, only the crop window is resized, within a few levels of torchvision's uint8 pixels
 #: (Pillow's window arithmetic rounds differently) instead of an intermediate as long as the client made the image.
 _WHOLE_AXIS_MAX = 16
 #: Source pixels the widest filter (bicubic) reads on either side of a sample point, before downscaling widens it.
 _FILTER_SUPPORT = 2
-#: Pillow images freed to a cache of this many memory blocks instead of back to the C allocator. Uncached, every
-#: decoded or resized image was fresh memory from the kernel: about 250 page faults an image, a third of the
-#: preprocessing time for 224×224 JPEGs. Blocks are at most 16 MiB.
-_PILLOW_BLOCKS_MAX = 8
-
-
-def configure_pillow() -> None:
-    """Give Pillow its cache of freed image blocks, unless the operator set ``PILLOW_BLOCKS_MAX`` (Pillow reads it).
-
-    The setting is process-wide, so whoever runs preprocessing calls this once at startup (the app factory, the
-    preprocessing benchmark) rather than this module changing it as a side effect of being imported.
-    """
-    if "PILLOW_BLOCKS_MAX" not in os.environ:
-        Image.core.set_blocks_max(_PILLOW_BLOCKS_MAX)
-
-
-class ImageError(ValueError):
-    """The bytes are not a decodable image (corrupt, truncated, or a format Pillow does not read)."""
-
-
-class ImageTooLarge(ValueError):
-    """The image declares more pixels than allowed (a decompression bomb, or simply too big)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +50,7 @@ class ImageTransform:
     resample: Image.Resampling
     scale: npt.NDArray[np.float32]  # (C, 1, 1)
     bias: npt.NDArray[np.float32]  # (C, 1, 1)
+    jpeg_min_side: int = 0  # a JPEG may decode scaled while both sides stay this long; 0: every pixel
 
     @classmethod
     def from_config(cls, pre: Preprocessing) -> ImageTransform:
@@ -83,74 +61,8 @@ class ImageTransform:
         offset = 1.0 if pre.invert else 0.0
         scale = (sign / (255.0 * std)).astype(np.float32).reshape(-1, 1, 1)
         bias = ((offset - mean) / std).astype(np.float32).reshape(-1, 1, 1)
-        return cls(pre.resize, pre.crop, pre.color_mode, _RESAMPLE[pre.interpolation], scale, bias)
-
-
-def _check_pixels(width: int, height: int, max_pixels: int, what: str = "image") -> None:
-    if width * height > max_pixels:
-        raise ImageTooLarge(
-            f"{what} is {width}x{height} = {width * height} pixels, the limit is {max_pixels}; send a smaller {what}"
-        )
-
-
-def _decode_jpeg(data: bytes, mode: str, max_pixels: int) -> Image.Image | None:
-    """Decode with simplejpeg; None when it cannot (CMYK, damaged), so Pillow gets to try and to explain."""
-    try:
-        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-        _check_pixels(width, height, max_pixels)
-        if mode == "L" and colorspace == "Gray":
-            return Image.fromarray(simplejpeg.decode_jpeg(data, colorspace="GRAY")[:, :, 0], "L")
-        # Colour to grey goes through RGB then Pillow's luma weights, exactly as Image.open(...).convert("L").
-        rgb = Image.fromarray(simplejpeg.decode_jpeg(data, colorspace="RGB"), "RGB")
-        return rgb if mode == "RGB" else rgb.convert(mode)
-    except ValueError as err:
-        if isinstance(err, ImageTooLarge):
-            raise
-        return None
-
-
-def decode(data: bytes, mode: str, max_pixels: int) -> Image.Image:
-    """Decode image bytes into a Pillow image of ``mode`` (``L`` or ``RGB``), refusing oversize images early.
-
-    Decoding holds at most 8 bytes per admitted pixel in images (the decoded image and its conversion, at most 4 bytes
-    a pixel each; or simplejpeg's 3-byte array and its Pillow copy), plus a tiled TIFF's tile (``_TILE_PIXELS_MIN``)
-    or a progressive JPEG's coefficients (libjpeg keeps them whole: peak RSS measured 9 bytes a pixel in all).
-
-    Raises:
-        ImageTooLarge: the header declares more than ``max_pixels`` pixels, or a TIFF tile more than it may.
-        ImageError: the bytes are not a complete image in a readable format.
-    """
-    if data[:2] == _JPEG_MAGIC:
-        image = _decode_jpeg(data, mode, max_pixels)
-        if image is not None:
-            return image
-    try:
-        image = Image.open(io.BytesIO(data))
-        _check_pixels(image.width, image.height, max_pixels)
-        tags = getattr(image, "tag_v2", {})  # TIFF only: see _TILE_PIXELS_MIN
-        tile_width, tile_length = tags.get(322), tags.get(323)  # the TileWidth and TileLength tags
-        if isinstance(tile_width, int) and isinstance(tile_length, int):
-            tile_max = min(max_pixels, max(image.width * image.height, _TILE_PIXELS_MIN))
-            _check_pixels(tile_width, tile_length, tile_max, "TIFF tile")
-        image.load()
-    except UnidentifiedImageError as err:
-        raise ImageError(
-            f"cannot identify an image in {len(data)} bytes; send JPEG, PNG, WebP, BMP, GIF or TIFF"
-        ) from err
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        # Pillow's own guard fires inside Image.open, before ours can read the size (its warning is an
-        # exception where warnings are errors).
-        raise ImageTooLarge(f"{err}; the limit is {max_pixels} pixels, send a smaller image") from err
-    except (OSError, SyntaxError, ValueError) as err:
-        if isinstance(err, ImageTooLarge):
-            raise
-        raise ImageError(f"image data is corrupt or truncated ({err}); send the complete file") from err
-    try:
-        return image if image.mode == mode else image.convert(mode)
-    except ValueError as err:  # Pillow has no conversion from some modes (LAB to L)
-        raise ImageError(
-            f"cannot convert a {image.mode} image to {mode} ({err}); send an RGB, greyscale or palette image"
-        ) from err
+        min_side = pre.resize if pre.jpeg_decode == "scaled" else 0
+        return cls(pre.resize, pre.crop, pre.color_mode, _RESAMPLE[pre.interpolation], scale, bias, min_side)
 
 
 def _crop_origin(size: int, crop: int) -> int:
@@ -234,7 +146,7 @@ def resize_crop_normalise(image: Image.Image, transform: ImageTransform) -> npt.
 
 def preprocess(data: bytes, transform: ImageTransform, max_pixels: int) -> npt.NDArray[np.float32]:
     """Decode and transform one image; the function the preprocessing pool runs."""
-    return resize_crop_normalise(decode(data, transform.mode, max_pixels), transform)
+    return resize_crop_normalise(decode(data, transform.mode, max_pixels, transform.jpeg_min_side), transform)
 
 
 def softmax(logits: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:

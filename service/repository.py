@@ -154,6 +154,7 @@ def _preprocessing(fields: Fields, first_input: TensorSpec) -> Preprocessing:
         interpolation=fields.text("interpolation", choices=_INTERPOLATIONS),
         invert=fields.flag("invert"),
         layout=fields.text("layout", choices=("NCHW",)),
+        jpeg_decode=fields.text("jpeg_decode", choices=("scaled", "exact")),
     )
     channels = _CHANNELS[pre.color_mode]
     expected = (channels, *pre.crop)

@@ -12,29 +12,23 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.preprocess import (
-    PARITY_TOLERANCE,
-    ImageError,
-    ImageTooLarge,
-    ImageTransform,
-    decode,
-    preprocess,
-    softmax,
-    top_k,
-)
+from service.image_decode import ImageError, ImageTooLarge, decode
+from service.preprocess import PARITY_TOLERANCE, ImageTransform, preprocess, softmax, top_k
 from service.repository import Preprocessing
 
 T = pytest.importorskip("torchvision.transforms")
 skimage_data = pytest.importorskip("skimage.data")
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera")  # camera is greyscale
+#: torchvision parity is the exact path's promise (``jpeg_decode: exact``); the scaled default has its own budget,
+#: tested in test_jpeg_scaled.py.
 CONFIGS = {
-    "imagenet_224": Preprocessing(resize=256, crop=(224, 224)),
+    "imagenet_224": Preprocessing(resize=256, crop=(224, 224), jpeg_decode="exact"),
     "digits_inverted": Preprocessing(
-        resize=32, crop=(32, 32), color_mode="L", mean=(0.3057,), std=(0.3235,), invert=True
+        resize=32, crop=(32, 32), color_mode="L", mean=(0.3057,), std=(0.3235,), invert=True, jpeg_decode="exact"
     ),
-    "cifar_bicubic_wide_crop": Preprocessing(resize=40, crop=(24, 48), interpolation="bicubic"),
-    "crop_larger_than_image": Preprocessing(resize=33, crop=(40, 36)),
+    "cifar_bicubic_wide_crop": Preprocessing(resize=40, crop=(24, 48), interpolation="bicubic", jpeg_decode="exact"),
+    "crop_larger_than_image": Preprocessing(resize=33, crop=(40, 36), jpeg_decode="exact"),
 }
 
 
@@ -134,7 +128,7 @@ def test_pillow_keeps_freed_image_memory_for_reuse_once_configured_not_on_import
     # Without a block cache every image is fresh memory from the kernel (page faults: a third of the time). The
     # setting is process-wide, so it is made at startup (configure_pillow), never as a side effect of an import.
     script = (
-        "from PIL import Image; import service.preprocess as p; imported = Image.core.get_blocks_max(); "
+        "from PIL import Image; import service.image_decode as p; imported = Image.core.get_blocks_max(); "
         "p.configure_pillow(); print(imported, Image.core.get_blocks_max())"
     )
     env = {key: value for key, value in os.environ.items() if key != "PILLOW_BLOCKS_MAX"}

@@ -23,14 +23,8 @@ import pytest
 import simplejpeg
 from PIL import Image, ImageFile
 
-from service.preprocess import (
-    PARITY_TOLERANCE,
-    ImageError,
-    ImageTooLarge,
-    ImageTransform,
-    decode,
-    resize_crop_normalise,
-)
+from service.image_decode import ImageError, ImageTooLarge, decode
+from service.preprocess import PARITY_TOLERANCE, ImageTransform, resize_crop_normalise
 from service.repository import Preprocessing
 
 MAX_PIXELS = 40_000_000  # CNNSERVE_MAX_IMAGE_PIXELS's default
