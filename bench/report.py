@@ -76,7 +76,7 @@ def markdown(results: BenchResults) -> str:
         f"Machine: {m.cpu_model}, {m.logical_cpus} logical CPUs (usable {m.usable_cpus}), "
         f"{m.memory_gib} GiB, load average at start {m.load_average}; Python {m.python}; {versions}.",
         f"Pinning: servers and raw ORT on CPUs {pinning.server_cpus}, load generator on "
-        f"{pinning.client_cpus}. Tuned service settings: {results.tuned_settings}.",
+        f"{pinning.client_cpus}. Every server at its default settings.",
         "",
         "## Performance bars, as ratios within this run",
         "",
@@ -108,6 +108,18 @@ def markdown(results: BenchResults) -> str:
     ]
     for model, result in results.models.items():
         out += [f"### {model}", "", *_model_table(result), ""]
+    out += [
+        "## Memory: resident MiB of each server process after its sweeps (the first is the one started)",
+        "",
+        "| model | server | processes | total |",
+        "|---|---|---|---|",
+    ]
+    for model, result in results.models.items():
+        for kind, runs in result.servers.items():
+            if runs and runs.memory_mib:
+                each = ", ".join(f"{mib:,.0f}" for mib in runs.memory_mib)
+                out.append(f"| {model} | {SERVER_NAMES[kind]} | {each} | {sum(runs.memory_mib):,.0f} |")
+    out.append("")
     pre = results.preprocess
     out += [
         "## Preprocessing alone (`service.preprocess.preprocess`, one thread)",

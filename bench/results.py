@@ -15,13 +15,13 @@ from bench.preprocess_bench import PreprocessResult
 from bench.raw_ort import RawOrt
 from loadtest.results import ClosedLoad, StepReport, SweepReport
 
-ServerKind = Literal["baseline", "service_default", "service_tuned"]
+ServerKind = Literal["baseline", "bare", "service"]
 #: What a sweep sends: v2 binary tensors, REST images, or v2 binary tensors of 32 rows per request.
 Route = Literal["tensor", "image", "tensor_batch32"]
 SERVER_NAMES: dict[ServerKind, str] = {
     "baseline": "plain FastAPI",
-    "service_default": "service (default)",
-    "service_tuned": "service (tuned)",
+    "bare": "bare ASGI, ORT inline, 1 worker/CPU",
+    "service": "service (default settings)",
 }
 ROUTE_NAMES: dict[Route, str] = {
     "tensor": "v2 binary tensor",
@@ -32,13 +32,17 @@ ROUTE_NAMES: dict[Route, str] = {
 
 @dataclass(frozen=True)
 class ServerRuns:
-    """One server's sweeps, by route (a route left out did not fit the time budget), and its settings."""
+    """One server's sweeps, by route (a route left out did not fit the time budget), and its memory afterwards.
 
-    settings: dict[str, str]
+    ``memory_mib`` is the resident memory of each of the server's processes (the first is the one started: a
+    supervisor when there are workers), so the cost of every extra worker shows.
+    """
+
     sweeps: dict[Route, SweepReport]
+    memory_mib: list[float]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"settings": self.settings, **{route: sweep.to_dict() for route, sweep in self.sweeps.items()}}
+        return {"memory_mib": self.memory_mib, **{route: sweep.to_dict() for route, sweep in self.sweeps.items()}}
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,6 @@ class BenchResults:
     started_at: str  # ISO 8601, UTC
     machine: Machine
     pinning: Pinning
-    tuned_settings: dict[str, dict[str, str]]  # per model, the tuned service's settings
     preprocess: PreprocessResult
     client_cost: ClientCost | None
     models: dict[str, ModelResult]
@@ -120,7 +123,6 @@ class BenchResults:
             "started_at": self.started_at,
             "machine": asdict(self.machine),
             "pinning": asdict(self.pinning),
-            "tuned_settings": self.tuned_settings,
             "preprocess": asdict(self.preprocess),
             "client_cost": self.client_cost.to_dict() if self.client_cost else None,
             "models": {model: result.to_dict() for model, result in self.models.items()},

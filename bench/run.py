@@ -47,13 +47,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--servers", default=",".join(suite.SERVERS), help="comma-separated subset of " + ", ".join(suite.SERVERS)
     )
-    p.add_argument(
-        "--tune",
-        action="append",
-        default=[],
-        metavar="MODEL.SETTING=VALUE",
-        help="override a tuned service setting (CNNSERVE_<SETTING>), e.g. tiny_cnn.max_queue_delay_us=1000",
-    )
     p.add_argument("--pin", action="store_true", help="load generator on the last CPU, servers and raw ORT on the rest")
     return p
 
@@ -99,24 +92,12 @@ def _subset(p: argparse.ArgumentParser, text: str, allowed: tuple[Name, ...], wh
     return tuple(by_name[name] for name in chosen)
 
 
-def _tuned(p: argparse.ArgumentParser, overrides: list[str]) -> dict[str, dict[str, str]]:
-    tuned = {model: dict(settings) for model, settings in suite.TUNED.items()}
-    for item in overrides:
-        target, _, value = item.partition("=")
-        model, _, key = target.partition(".")
-        if model not in tuned or not key or not value:
-            p.error(f"--tune {item!r} is not MODEL.SETTING=VALUE with MODEL in {sorted(tuned)}")
-        tuned[model][key] = value
-    return tuned
-
-
 def main(argv: list[str] | None = None) -> int:
     p = _parser()
     args = p.parse_args(argv)
     profile = suite.FULL if args.full else suite.QUICK
     chosen = _subset(p, args.models, ALL_MODELS, "model(s)")
     kinds = _subset(p, args.servers, suite.SERVERS, "server(s)")
-    tuned = _tuned(p, args.tune)
     server_cpus, client_cpus = _cpus(args.pin)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -129,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         out / "models", tuple(dict.fromkeys(("resnet18", *chosen))), out / "export.log"
     )
     # The time budget starts after the (one-time) exports.
-    ctx = suite.Context(profile, out, repository, server_cpus, client_cpus, tuned, kinds)
+    ctx = suite.Context(profile, out, repository, server_cpus, client_cpus, kinds)
     pinning = Pinning(sorted(server_cpus) if server_cpus else "all", sorted(client_cpus) if client_cpus else "all")
     preprocess = _preprocess(ctx)
     cost = _client_cost(ctx) if "lenet5_digits" in chosen else None
@@ -140,7 +121,6 @@ def main(argv: list[str] | None = None) -> int:
         started_at=started,
         machine=description,
         pinning=pinning,
-        tuned_settings={m: tuned[m] for m in chosen},
         preprocess=preprocess,
         client_cost=cost,
         models=measured,

@@ -132,3 +132,36 @@ def baseline(model_dir: Path, log_path: Path, cpus: set[int] | None) -> Server:
         "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
     return start("baseline", command, {"BASELINE_MODEL_DIR": str(model_dir)}, "/openapi.json", log_path, cpus)
+
+
+def bare(model_dir: Path, log_path: Path, cpus: set[int] | None) -> Server:
+    """``bench/bare_app.py`` under uvicorn (uvloop + httptools), one worker process per CPU it may use."""
+    workers = len(cpus or os.sched_getaffinity(0))
+    command = [
+        sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--host", "127.0.0.1", "--port", "{port}",
+        "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+        "--workers", str(workers), "--lifespan", "off",
+    ]  # fmt: skip
+    return start("bare ASGI", command, {"BASELINE_MODEL_DIR": str(model_dir)}, "/ready", log_path, cpus)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def memory_mib(pid: int) -> list[float]:
+    """Resident memory (MiB) of ``pid`` and every process under it, ``pid`` first: a server's cost in memory."""
+    sizes = []
+    pending = [pid]
+    while pending:
+        current = pending.pop(0)
+        with contextlib.suppress(OSError):
+            status = Path(f"/proc/{current}/status").read_text()
+            kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+            sizes.append(kib / 1024)
+            pending += _children(current)
+    return sizes

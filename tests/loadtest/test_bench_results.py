@@ -46,17 +46,44 @@ def _tiny_cnn() -> ModelResult:
     return ModelResult(
         raw=_raw(best_images_per_s=9000.0, batch32_images_per_s=20000.0, batch1_p50_ms=0.1),
         servers={
-            "baseline": ServerRuns({}, {"tensor": _sweep({1: 1000.0, 64: 2000.0}, p50_ms=0.5)}),
-            "service_default": ServerRuns(
-                {},
+            "baseline": ServerRuns({"tensor": _sweep({1: 1000.0, 64: 2000.0}, p50_ms=0.5)}, [80.0]),
+            "service": ServerRuns(
                 {
                     "tensor": _sweep({1: 900.0, 64: 5000.0}, p50_ms=0.4),
                     "tensor_batch32": _sweep({1: 8000.0, 4: 16000.0}, p50_ms=2.0),
                 },
+                [30.0, 120.0, 121.0],
             ),
-            "service_tuned": None,  # skipped for time
+            "bare": None,  # skipped for time
         },
     )
+
+
+def _lenet5() -> ModelResult:
+    return ModelResult(
+        raw=_raw(best_images_per_s=50000.0, batch32_images_per_s=90000.0, batch1_p50_ms=0.02),
+        servers={
+            "baseline": ServerRuns(
+                {"tensor": _sweep({1: 800.0, 64: 1000.0}, 0.9), "image": _sweep({1: 700.0, 64: 800.0}, 1.2)}, [70.0]
+            ),
+            "bare": ServerRuns({"tensor": _sweep({1: 2000.0, 64: 7000.0}, 0.3)}, [20.0, 60.0, 60.0]),
+            "service": ServerRuns(
+                {"tensor": _sweep({1: 1900.0, 64: 6000.0}, 0.4), "image": _sweep({1: 1000.0, 64: 1500.0}, 1.0)},
+                [30.0, 100.0, 100.0],
+            ),
+        },
+    )
+
+
+def test_the_default_models_bars_compare_the_default_service_with_both_references() -> None:
+    bars = {bar.name: bar for bar in summarise_bars({"lenet5_digits": _lenet5()}, PREPROCESS)}
+    assert bars["LeNet-5 v2 binary, c=64: service / plain FastAPI"].ratio == pytest.approx(6.0)
+    bare = bars["LeNet-5 v2 binary, c=64: service / bare ASGI"]
+    assert (bare.ratio, bare.met) == (pytest.approx(6000 / 7000), True)
+    rest = bars["LeNet-5 REST PNG, c=64: service / plain FastAPI + Pillow"]
+    assert (rest.ratio, rest.met, rest.measured) == (pytest.approx(1.875), True, "1,500 vs 800 img/s")
+    idle = bars["LeNet-5 REST PNG, c=1: service p50 / plain p50"]
+    assert (idle.ratio, idle.met) == (pytest.approx(1.0 / 1.2), True)
 
 
 def test_bars_are_ratios_of_the_typed_figures() -> None:
@@ -64,7 +91,7 @@ def test_bars_are_ratios_of_the_typed_figures() -> None:
     versus_baseline = bars["small CNN tensor: service peak / plain FastAPI at c=64"]
     assert versus_baseline.ratio == pytest.approx(5000 / 2000)
     assert versus_baseline.met is True
-    assert versus_baseline.measured == "5,000 (service (default)) vs 2,000 img/s; raw best / baseline = 4.50"
+    assert versus_baseline.measured == "5,000 (service (default settings)) vs 2,000 img/s; raw best / baseline = 4.50"
     idle = bars["small CNN c=1: service p50 / plain FastAPI p50"]
     assert idle.ratio == pytest.approx(0.4 / 0.5)
     assert idle.met is True
@@ -75,11 +102,11 @@ def test_bars_are_ratios_of_the_typed_figures() -> None:
 
 def test_a_server_that_did_not_run_gives_no_steps() -> None:
     model = _tiny_cnn()
-    assert model.steps("service_tuned", "tensor") == []
-    assert model.peak("service_tuned", "tensor") is None
+    assert model.steps("bare", "tensor") == []
+    assert model.peak("bare", "tensor") is None
     assert model.at("baseline", "tensor", 64) is not None
     assert model.at("baseline", "tensor", 16) is None
-    assert model.to_dict()["servers"]["service_tuned"] == {}
+    assert model.to_dict()["servers"]["bare"] == {}
 
 
 def test_results_json_keeps_its_layout_and_the_markdown_names_the_bars() -> None:
@@ -90,17 +117,16 @@ def test_results_json_keeps_its_layout_and_the_markdown_names_the_bars() -> None
         started_at="2026-01-01T00:00:00+00:00",
         machine=Machine("cpu", 2, [0, 1], 4.0, [0.5, 0.4, 0.3], "Linux", "3.11.9", {"numpy": "2.0"}),
         pinning=Pinning("all", "all"),
-        tuned_settings={"tiny_cnn": {"workers": "2"}},
         preprocess=PREPROCESS,
         client_cost=ClientCost(8, {"aiohttp": ClientRun(800, 800, 150.0, 2000.0)}),
         models=models,
-        skipped=["tiny_cnn service_tuned: the time budget is spent (3 s left)"],
+        skipped=["tiny_cnn bare: the time budget is spent (3 s left)"],
         elapsed_s=12.0,
         bars=summarise_bars(models, PREPROCESS),
     )
     data = results.to_dict()
     assert list(data) == [
-        "command", "profile", "started_at", "machine", "pinning", "tuned_settings", "preprocess", "client_cost",
+        "command", "profile", "started_at", "machine", "pinning", "preprocess", "client_cost",
         "models", "skipped", "elapsed_s", "bars",
     ]  # fmt: skip
     assert data["client_cost"] == {
@@ -110,9 +136,10 @@ def test_results_json_keeps_its_layout_and_the_markdown_names_the_bars() -> None
     raw = data["models"]["tiny_cnn"]["raw"]
     assert raw["best_setting"] == "2 thread(s), spinning on"
     assert "recheck" not in raw
-    assert set(data["models"]["tiny_cnn"]["servers"]["service_default"]) == {"settings", "tensor", "tensor_batch32"}
+    assert set(data["models"]["tiny_cnn"]["servers"]["service"]) == {"memory_mib", "tensor", "tensor_batch32"}
     assert data["bars"][0]["bar"] == "small CNN tensor: service peak / plain FastAPI at c=64"
     text = markdown(results)
     assert "## Performance bars, as ratios within this run" in text
     assert "issue" not in text.lower()
-    assert "| v2 binary tensor | service (default) |" in text
+    assert "| v2 binary tensor | service (default settings) |" in text
+    assert "| tiny_cnn | service (default settings) | 30, 120, 121 | 271 |" in text  # memory of every process
