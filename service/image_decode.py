@@ -123,3 +123,15 @@ def decode(data: bytes, mode: str, max_pixels: int, min_side: int = 0) -> Image.
         raise ImageError(
             f"cannot convert a {image.mode} image to {mode} ({err}); send an RGB, greyscale or palette image"
         ) from err
+
+
+def declared_pixels(data: bytes) -> int | None:
+    """The pixel count an image's header declares, read without decoding; None when there is no readable header."""
+    try:
+        if data[:2] == _JPEG_MAGIC:
+            height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+            return int(width * height)
+        with Image.open(io.BytesIO(data)) as image:
+            return image.width * image.height
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return None

@@ -82,3 +82,55 @@ async def test_batcher_refusals_become_service_errors(
     with pytest.raises(ServiceUnavailable, match="shutting down"):
         await plane.infer(model, x, 1, deadline=None, is_gone=None)
     plane.close()
+
+
+class _NoPool:
+    """Stands in for the preprocessing pool and fails the test if a job reaches it."""
+
+    def submit(self, *args: object, **kwargs: object) -> None:
+        raise AssertionError("a tiny lone image went to the preprocessing pool")
+
+    def shutdown(self, wait: bool = True) -> None:
+        return None
+
+
+def _png(width: int, height: int) -> bytes:
+    buffer = BytesIO()
+    Image.fromarray(np.full((height, width, 3), 90, np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def test_a_tiny_lone_image_is_preprocessed_on_the_loop_with_the_same_result(plane: DataPlane) -> None:
+    model = plane.model("tiny")
+    tiny = _png(8, 8)
+    pooled = await plane.classify_scores(model, [(None, tiny), (None, tiny)], deadline=None, is_gone=None)
+    plane.pool, real_pool = _NoPool(), plane.pool  # type: ignore[assignment]
+    try:
+        inline = await plane.classify_scores(model, [(None, tiny)], deadline=None, is_gone=None)
+        broken = tiny[:41] + b"\xff" * (len(tiny) - 53) + tiny[-12:]  # its header intact, its pixel data not
+        with pytest.raises(BadRequest, match="corrupt or truncated"):  # the same errors, inline too
+            await plane.classify_scores(model, [(None, broken)], deadline=None, is_gone=None)
+    finally:
+        plane.pool = real_pool
+    np.testing.assert_array_equal(inline[0], pooled[0])
+
+
+@pytest.mark.parametrize(
+    ("image", "inline"),
+    [
+        (_png(8, 8), True),
+        (_png(64, 64), True),
+        (_png(65, 64), False),  # more pixels than the loop may take on
+        (_png(2000, 2000), False),  # a small body declaring many pixels: the pool
+        (b"not an image", False),  # no header to trust: the pool, which explains the error
+    ],
+)
+def test_only_small_declared_images_for_small_inputs_are_inline(image: bytes, inline: bool) -> None:
+    from service.dataplane import INLINE_IMAGE_BYTES, _cheap
+    from service.preprocess import ImageTransform
+    from service.repository import Preprocessing
+
+    small_input = ImageTransform.from_config(Preprocessing(resize=32, crop=(32, 32)))
+    large_input = ImageTransform.from_config(Preprocessing(resize=256, crop=(224, 224)))
+    assert _cheap(image, small_input) is (inline and len(image) <= INLINE_IMAGE_BYTES)
+    assert not _cheap(image, large_input)
