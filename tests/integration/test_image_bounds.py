@@ -39,6 +39,7 @@ def roomy_server(model_repository: Path, tmp_path_factory: pytest.TempPathFactor
         "--models",
         MODEL,
         max_image_pixels=str(MAX_PIXELS),
+        workers="1",  # one process, so /proc/<pid> is the process that decodes
     )
     yield running
     assert running.stop() == 0, running.log()[-3000:]

@@ -51,7 +51,10 @@ def sample(pid: int, started: float) -> Sample:
 
 @pytest.fixture(scope="module")
 def soak_server(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = start_server(model_repository, tmp_path_factory.mktemp("logs") / "soak.log", models="lenet5_digits")
+    # One process, so /proc/<pid> is the process that serves (with workers it would be their supervisor).
+    running = start_server(
+        model_repository, tmp_path_factory.mktemp("logs") / "soak.log", models="lenet5_digits", workers="1"
+    )
     yield running
     assert running.stop() == 0, running.log()[-3000:]
 
