@@ -8,14 +8,11 @@ their results, every request that arrives later gets a 503 ``shutting_down``, th
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Callable
 from typing import Any
 
-from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
-from uvicorn.server import ServerState
 
 from service.http_limits import HttpLimits, Phase, answer_shutting_down, unread_bytes
 from service.http_protocol import HttpProtocol
@@ -24,17 +21,7 @@ from service.http_protocol import HttpProtocol
 class DrainingHttpProtocol(HttpProtocol):
     """``HttpProtocol`` that drains on shutdown, as the module docstring says."""
 
-    def __init__(
-        self,
-        config: Config,
-        server_state: ServerState,
-        app_state: dict[str, Any],
-        _loop: asyncio.AbstractEventLoop | None = None,
-        *,
-        limits: HttpLimits,
-    ) -> None:
-        super().__init__(config, server_state, app_state, _loop, limits=limits)
-        self._closed_early: tuple[RequestResponseCycle, bool] | None = None  # a drain decision and the client's wish
+    _closed_early: tuple[RequestResponseCycle, bool] | None = None  # a drain decision and the client's wish
 
     def shutdown(self) -> None:
         """Drain: answer what is under way, 503 ``shutting_down`` what arrives, close idle after ``drain_idle_s``."""

@@ -1,4 +1,4 @@
-"""The HTTP/1.1 front door: uvicorn's httptools protocol, bounded per connection, and a shutdown that drops nothing.
+"""The HTTP/1.1 front door: uvicorn's httptools protocol, bounded per connection and admitting requests.
 
 Below the ASGI app, where a request is still bytes, each connection is held to ``HttpLimits``:
 

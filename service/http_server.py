@@ -3,7 +3,7 @@
 A client's connection is complete once the kernel has queued it on the listening socket, and the client may send
 its request at once; the process picks it up with ``accept()`` later. uvicorn's shutdown closes the listeners
 first, and closing a listening socket resets every connection still queued on it: requests already sent, lost.
-Here the queue is taken in first, so those connections drain like every other (``HttpProtocol.shutdown``: a
+Here the queue is taken in first, so those connections drain like every other (``DrainingHttpProtocol.shutdown``: a
 request gets 503 ``shutting_down`` with ``Connection: close``, an idle connection closes after a grace period).
 """
 
