@@ -34,7 +34,7 @@ def from_sibling(server: tuple[str, int | None] | None) -> bool:
 
 @dataclass(frozen=True)
 class PeerAnswer:
-    """One sibling's answer, or ``status`` 0 when it could not be reached in time."""
+    """One worker's answer (``worker`` is its pid, or "local"), or ``status`` 0 when it could not be reached in time."""
 
     worker: str
     status: int

@@ -49,6 +49,18 @@ async def read_body(request: Request, limit: int) -> bytes:
         UnsupportedMediaType / BadRequest: unknown or broken Content-Encoding.
         ClientClosedRequest: the client went away mid-upload.
     """
+    body = await read_raw_body(request, limit)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    return body if encoding == "identity" else _decompress(body, encoding, limit)
+
+
+async def read_raw_body(request: Request, limit: int) -> bytes:
+    """The request body as it came (still encoded), refused with 413 as soon as it passes ``limit`` bytes.
+
+    Raises:
+        PayloadTooLarge: declared or actual size above ``limit``.
+        ClientClosedRequest: the client went away mid-upload.
+    """
     declared = request.headers.get("content-length")
     # The HTTP server frames the body by Content-Length and refuses one that is not digits; the stream is bounded
     # below regardless, so only a well-formed declaration above the limit is refused before reading.
@@ -65,6 +77,4 @@ async def read_body(request: Request, limit: int) -> bytes:
             chunks.append(chunk)
     except ClientDisconnect as err:
         raise ClientClosedRequest("client disconnected while sending the body") from err
-    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
-    return body if encoding == "identity" else _decompress(body, encoding, limit)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

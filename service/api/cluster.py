@@ -16,36 +16,29 @@ from dataclasses import dataclass
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.body import read_raw_body
 from service.cluster_merge import merge_model_stats, merge_prometheus, merge_repository_index
-from service.errors import error_response
-from service.peers import PEER_LOAD_TIMEOUT_S, PEER_TIMEOUT_S, Peers, from_sibling
+from service.errors import ServiceError, error_response, render
+from service.peers import PEER_LOAD_TIMEOUT_S, PEER_TIMEOUT_S, PeerAnswer, Peers, from_sibling
 
 _NAME = r"[^/]+"
 _VERSION = rf"(/versions/{_NAME})?"
 
 
-@dataclass(frozen=True)
-class _Answer:
-    """An answer as status and body: the local one (captured from the app) or a sibling's."""
-
-    worker: str
-    status: int
-    body: bytes
-
-
-def _metrics(answers: Sequence[_Answer], body: bytes) -> Response:
+def _metrics(answers: Sequence[PeerAnswer], body: bytes) -> Response:
     return Response(merge_prometheus([a.body.decode() for a in answers]), media_type=CONTENT_TYPE_LATEST)
 
 
-def _stats(answers: Sequence[_Answer], body: bytes) -> Response:
+def _stats(answers: Sequence[PeerAnswer], body: bytes) -> Response:
     merged = merge_model_stats([orjson.loads(a.body) for a in answers])
     return Response(orjson.dumps(merged), media_type="application/json")
 
 
-def _index(answers: Sequence[_Answer], body: bytes) -> Response:
+def _index(answers: Sequence[PeerAnswer], body: bytes) -> Response:
     ready_only = bool(body.strip()) and orjson.loads(body).get("ready") is True  # the local worker parsed it already
     merged = merge_repository_index([orjson.loads(a.body) for a in answers], ready_only)
     return Response(orjson.dumps(merged), media_type="application/json")
@@ -58,7 +51,7 @@ class _WholeServerRoute:
     method: str
     pattern: re.Pattern[str]
     timeout_s: float
-    combine: Callable[[Sequence[_Answer], bytes], Response] | None  # given the answers and the request body
+    combine: Callable[[Sequence[PeerAnswer], bytes], Response] | None  # given the answers and the request body
 
 
 _ROUTES = (
@@ -89,13 +82,13 @@ class ClusterMiddleware:
         if route is None:
             await self.app(scope, receive, send)
             return
-        body = await _read_body(receive, self.max_body_bytes)
-        if body is None:
-            await error_response(413, "body_too_large", f"body over {self.max_body_bytes} bytes")(scope, receive, send)
+        try:  # forwarded as it came: each worker decodes it as it would a client's
+            body = await read_raw_body(Request(scope, receive), self.max_body_bytes)
+        except ServiceError as err:
+            await render(err)(scope, receive, send)
             return
         local = await _answer_locally(self.app, scope, body)
-        remote = await self.peers.ask_all(_forwarded(scope, body), route.timeout_s)
-        answers = [local, *(_Answer(a.worker, a.status, a.body) for a in remote)]
+        answers = [local, *await self.peers.ask_all(_forwarded(scope, body), route.timeout_s)]
         failed = next((a for a in answers if a.status != 200), None)
         if failed is not None:
             response = _failure(failed, local)
@@ -114,7 +107,7 @@ def _route(scope: Scope) -> _WholeServerRoute | None:
     return None
 
 
-def _failure(failed: _Answer, local: _Answer) -> Response:
+def _failure(failed: PeerAnswer, local: PeerAnswer) -> Response:
     """The first failure, as this worker answered it, or a 503 naming a sibling that failed."""
     if failed is local:
         return Response(local.body, status_code=local.status, media_type="application/json")
@@ -123,23 +116,7 @@ def _failure(failed: _Answer, local: _Answer) -> Response:
     return error_response(503, "worker_unavailable", message)
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return b"".join(chunks)
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-async def _answer_locally(app: ASGIApp, scope: Scope, body: bytes) -> _Answer:
+async def _answer_locally(app: ASGIApp, scope: Scope, body: bytes) -> PeerAnswer:
     """Run the request through this worker's app with the body already read, capturing the answer."""
     status = 500
     parts: list[bytes] = []
@@ -160,7 +137,7 @@ async def _answer_locally(app: ASGIApp, scope: Scope, body: bytes) -> _Answer:
             parts.append(message.get("body", b""))
 
     await app(scope, receive, capture)
-    return _Answer("local", status, b"".join(parts))
+    return PeerAnswer("local", status, b"".join(parts))
 
 
 def _forwarded(scope: Scope, body: bytes) -> bytes:

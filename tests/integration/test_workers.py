@@ -28,6 +28,7 @@ REQUESTS = 30
 DIGIT = (REPO_ROOT / "samples" / "digits" / "digit-7.png").read_bytes()
 TIMEOUT_S = 30.0
 SUCCESS = {"model": MODEL, "outcome": "success", "reason": "ok"}
+MAX_BODY_BYTES = 2**20
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +43,7 @@ def server(model_repository: Path, tmp: Path) -> Iterator[Server]:
         "CNNSERVE_WORKERS": str(WORKERS),
         "CNNSERVE_MODELS": MODEL,
         "CNNSERVE_MODEL_CONTROL": "explicit",
+        "CNNSERVE_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
         "TMPDIR": str(tmp),
     }
     running = start("two workers", command, env, "/v2/health/ready", tmp / "server.log", cpus=None)
@@ -137,3 +139,12 @@ def test_a_worker_that_dies_is_replaced_and_the_server_is_ready_again(server: Se
     for _ in range(10):
         assert _fresh(server, "POST", f"/v1/models/{MODEL}/classify", DIGIT)[0] == 200
         assert _fresh(server, "GET", "/metrics")[0] == 200
+
+
+def test_a_whole_server_call_with_a_body_over_the_limit_is_refused_before_any_worker_sees_it(server: Server) -> None:
+    status, body = _fresh(server, "POST", f"/v2/repository/models/{MODEL}/load", b"{" * (MAX_BODY_BYTES + 1))
+    assert status == 413, body
+    answer = orjson.loads(body)
+    assert answer["code"] == "body_too_large"
+    assert f"the limit is {MAX_BODY_BYTES} bytes (CNNSERVE_MAX_BODY_BYTES)" in answer["error"]
+    assert _fresh(server, "GET", f"/v2/models/{MODEL}/ready")[0] == 200  # nothing was loaded or unloaded
