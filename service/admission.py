@@ -54,14 +54,16 @@ _MINT_PREFIX = os.urandom(6).hex()
 _minted = itertools.count()
 
 
-def request_id(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
-    """The client's ``X-Request-ID`` when it is fit to echo, else a freshly minted one (the one rule for both)."""
-    for name, value in headers:
-        if name == b"x-request-id":
-            if value and len(value) <= MAX_REQUEST_ID_BYTES and value.isascii():
-                return value
-            break
+def fit_request_id(value: bytes) -> bytes:
+    """``value`` (a client's ``X-Request-ID``, or empty) when it is fit to echo, else a freshly minted id."""
+    if value and len(value) <= MAX_REQUEST_ID_BYTES and value.isascii():
+        return value
     return f"{_MINT_PREFIX}{next(_minted):x}".encode()
+
+
+def request_id(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """The request id to answer with: the client's ``X-Request-ID`` if fit to echo (``fit_request_id``)."""
+    return fit_request_id(next((value for name, value in headers if name == b"x-request-id"), b""))
 
 
 class InflightLimit:

@@ -11,7 +11,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.admission import is_probe, request_id
+from service.admission import fit_request_id, is_probe
 from service.errors import Unauthorized, error_response, render
 from service.logs import REQUEST_ID
 
@@ -47,11 +47,14 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        client_id = b""
         authorization = b""
         for key, value in scope["headers"]:
-            if key == b"authorization":
+            if key == b"x-request-id" and not client_id:  # the first, as the front door's refusals echo it
+                client_id = value
+            elif key == b"authorization":
                 authorization = value
-        rid_bytes = request_id(scope["headers"])
+        rid_bytes = fit_request_id(client_id)
         rid = rid_bytes.decode()
         context = REQUEST_ID.set(rid)
         status = 0
