@@ -148,3 +148,18 @@ def test_a_whole_server_call_with_a_body_over_the_limit_is_refused_before_any_wo
     assert answer["code"] == "body_too_large"
     assert f"the limit is {MAX_BODY_BYTES} bytes (CNNSERVE_MAX_BODY_BYTES)" in answer["error"]
     assert _fresh(server, "GET", f"/v2/models/{MODEL}/ready")[0] == 200  # nothing was loaded or unloaded
+
+
+def test_a_scrape_fails_with_503_naming_the_worker_that_does_not_answer(server: Server, tmp: Path) -> None:
+    """A worker held stopped takes no connection and answers no sibling: the scrape says so rather than undercount."""
+    stopped = _sockets(tmp)[0]
+    os.kill(int(stopped.stem), signal.SIGSTOP)
+    try:
+        status, body = _fresh(server, "GET", "/metrics")  # only the running worker accepts: it asks the stopped one
+    finally:
+        os.kill(int(stopped.stem), signal.SIGCONT)
+    assert status == 503, body
+    answer = orjson.loads(body)
+    assert answer["code"] == "worker_unavailable"
+    assert f"worker {stopped.stem} of this server did not answer" in answer["error"]
+    assert _fresh(server, "GET", "/metrics")[0] == 200  # answered again once it runs
