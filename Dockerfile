@@ -5,7 +5,9 @@
 # Variants: VARIANT=cpu installs `onnxruntime` of the version pyproject.toml pins for `onnxruntime-gpu` (same CPU
 # kernels; a 24 MB wheel, 69 MB installed, against 256 MB and 340 MB); VARIANT=cuda keeps `onnxruntime-gpu` with its
 # `cuda,cudnn` extras, which bring NVIDIA's CUDA 13 and cuDNN 9 libraries as pip wheels, so the host needs only the
-# driver (>= 580) and the NVIDIA container toolkit, not a CUDA base image. BASE_IMAGE may name any image with
+# driver (>= 580) and the NVIDIA container toolkit, not a CUDA base image, and adds TensorRT 10's libraries for the
+# TensorRT provider (tensorrt-cu13-libs<11, pinned in deploy/requirements.py; its PyPI stub fetches the ~2.5 GB wheel
+# from pypi.nvidia.com, so a cuda build must reach that host). BASE_IMAGE may name any image with
 # Python 3.11/3.12 and `python3 -m venv`; every stage uses the same one because the venv is copied between them.
 # Classic Dockerfile syntax only (no BuildKit mounts): it builds with podman/buildah and with docker alike.
 ARG BASE_IMAGE=python:3.11-slim
@@ -57,14 +59,26 @@ LABEL org.opencontainers.image.title="cnnserve" \
       org.opencontainers.image.version="0.1.0" \
       io.cnnserve.variant="${VARIANT}"
 # A fixed numeric UID/GID: Kubernetes' runAsNonRoot can verify a number, not a name.
+# The TensorRT engine cache (CNNSERVE_TENSORRT_CACHE_PATH below) is the one folder the service writes: owned by that
+# user, so a named volume mounted there starts with the same owner. Under a read-only root filesystem mount a volume
+# there (compose and k8s/overlays/gpu do); without one the service warns and rebuilds engines at every start.
 RUN groupadd --system --gid 10001 cnnserve \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
-       --shell /usr/sbin/nologin cnnserve
+       --shell /usr/sbin/nologin cnnserve \
+    && mkdir -p /var/cache/cnnserve/tensorrt \
+    && chown -R 10001:10001 /var/cache/cnnserve
 COPY --from=venv /opt/cnnserve /opt/cnnserve
 # CUDA variant: let the dynamic loader find the libraries of NVIDIA's pip wheels (site-packages/nvidia/*/lib),
-# which onnxruntime's CUDA provider dlopens. The cpu variant has none, so the file stays empty.
+# which onnxruntime's CUDA provider dlopens, and TensorRT's, which its wheel puts elsewhere (site-packages/
+# tensorrt_libs/: found by file name, not by that path). The cpu variant has none, so the file stays empty. A cuda
+# build then proves the TensorRT provider's own links (libnvinfer, libnvonnxparser .so.10) resolve, or stops here.
 RUN find /opt/cnnserve -type d -path '*/site-packages/nvidia/*/lib' > /etc/ld.so.conf.d/cnnserve-nvidia.conf \
-    && ldconfig
+    && find /opt/cnnserve -name 'libnvinfer.so.10' -printf '%h\n' >> /etc/ld.so.conf.d/cnnserve-nvidia.conf \
+    && ldconfig \
+    && if [ "${VARIANT}" = cuda ]; then \
+         /opt/cnnserve/bin/python -c "import ctypes, sys; [ctypes.CDLL(n) for n in sys.argv[1:]]" \
+           libnvinfer.so.10 libnvonnxparser.so.10; \
+       fi
 # The default model repository is baked in, owned by root and read-only to the service; mount a volume over
 # /models to serve another one.
 COPY models/ /models/
@@ -76,6 +90,7 @@ ENV PATH=/opt/cnnserve/bin:$PATH \
     ORT_DISABLE_TELEMETRY=1 \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility \
     CNNSERVE_REPOSITORY_PATH=/models \
+    CNNSERVE_TENSORRT_CACHE_PATH=/var/cache/cnnserve/tensorrt \
     CNNSERVE_LOG_FORMAT=json
 USER 10001:10001
 WORKDIR /tmp

@@ -3,7 +3,8 @@
 The Dockerfile's builder stage runs it so the image installs exactly the versions pyproject.toml pins, with one
 swap per variant: ``cpu`` replaces ``onnxruntime-gpu`` by ``onnxruntime`` of the same version (a 5x smaller wheel
 with the same CPU kernels); ``cuda`` keeps ``onnxruntime-gpu`` and adds its ``cuda``/``cudnn`` extras, which bring
-NVIDIA's CUDA and cuDNN libraries as pip wheels, so the image needs only the host's driver, not a CUDA base image.
+NVIDIA's CUDA and cuDNN libraries as pip wheels, so the image needs only the host's driver, not a CUDA base image,
+plus TensorRT 10's libraries (``TENSORRT_LIBS``, pinned here: pyproject.toml has no place for a variant's extras).
 Usage: ``python deploy/requirements.py --variant cpu [--extra loadtest] [--pyproject PATH]``.
 """
 
@@ -19,6 +20,12 @@ VARIANTS = ("cpu", "cuda")
 GPU_PACKAGE = "onnxruntime-gpu"
 # Extras of onnxruntime-gpu that pull NVIDIA's runtime libraries (cudart, cuBLAS, cuFFT, cuRAND, NVRTC, cuDNN).
 CUDA_EXTRAS = "cuda,cudnn"
+# onnxruntime-gpu 1.31's TensorRT provider links libnvinfer.so.10 and libnvonnxparser.so.10, which this wheel brings
+# (into site-packages/tensorrt_libs/). TensorRT 11 renames them (.so.11): below 11, or the provider cannot load.
+# From 10.13, the first with CUDA 13 builds. On PyPI it is a small stub whose build fetches the real wheel (~2.5 GB)
+# from pypi.nvidia.com; pip picks the newest 10.x, and the engine cache's folder name carries that version, so a
+# newer 10.x never loads engines an older one built (service/trt_cache.py).
+TENSORRT_LIBS = "tensorrt-cu13-libs>=10.13,<11"
 _NAME_RE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*(.*)$")
 
 
@@ -62,6 +69,8 @@ def requirements(pyproject: Path, variant: str, extras: list[str]) -> list[str]:
                 pending.extend(e.strip() for e in (match.group(2) or "[]")[1:-1].split(",") if e.strip())
             else:
                 chosen.append(req)
+    if variant == "cuda":
+        chosen.append(TENSORRT_LIBS)
     return [_swap_runtime(r, variant) for r in dict.fromkeys(chosen)]
 
 
