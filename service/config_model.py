@@ -27,7 +27,7 @@ TRITON_TO_V2_DATATYPE: dict[str, str] = {
 
 #: Upper bounds on what a config may ask of one server process, whether it comes from a config.json file or from a
 #: load request's ``parameters.config``: a value beyond its bound is refused, naming the field, the value and the
-#: bound. Warm-up runs every batch size up to ``max_batch_size`` on every instance of every served version, and each
+#: bound. Warm-up runs every batch bucket up to ``max_batch_size`` on every instance of every served version, and each
 #: queued request may hold a whole body, so these cap the sessions, memory and start-up time a config can demand.
 MAX_BATCH_SIZE = 1024
 MAX_INSTANCE_COUNT = 16
@@ -38,6 +38,13 @@ MAX_TIMEOUT_MICROSECONDS = 600_000_000  # 10 minutes
 MAX_PREFERRED_BATCH_SIZES = 16
 MAX_TENSOR_ELEMENTS = 2**24  # per row: 64 MiB of FP32
 MAX_IMAGE_SIDE = 8192  # preprocessing.resize and crop, in pixels
+MAX_GPU_ID = 63
+MAX_GPU_MEMORY_LIMIT_MB = 1 << 24  # 16 TiB: a bound on the number, not on any real GPU
+
+#: A model's numeric precision on GPUs: ``fp32`` (CUDA with TF32 off: the arithmetic the export's parity check
+#: ran), ``tf32`` (CUDA's TensorFloat-32 convolutions and matmuls, ORT's own default), ``fp16`` (TensorRT builds
+#: fp16 engines). The CPU always computes in fp32.
+PRECISIONS = ("fp32", "tf32", "fp16")
 
 #: torchvision's ImageNet channel statistics, the default normalisation of an RGB model.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -81,10 +88,40 @@ class DynamicBatching:
 
 @dataclass(frozen=True)
 class InstanceGroup:
-    """Triton's ``instance_group``: how many sessions, and on which kind of device."""
+    """Triton's ``instance_group``: how many sessions, on which kind of device and which GPUs.
+
+    As in Triton, ``count`` instances run on each GPU ``gpus`` lists (several per GPU overlap one batch's copies
+    with another's compute); no list means the server's GPU (``CNNSERVE_CUDA_DEVICE_ID``). ``gpu_memory_limit_mb``
+    caps each session's CUDA memory arena (0: no cap).
+    """
 
     count: int = 1
     kind: str = "KIND_AUTO"  # KIND_AUTO | KIND_CPU | KIND_GPU
+    gpus: tuple[int, ...] = ()
+    gpu_memory_limit_mb: int = 0
+
+    @property
+    def instances(self) -> int:
+        """Sessions in all: ``count`` per listed GPU (one GPU when none is listed)."""
+        return self.count * max(1, len(self.gpus))
+
+    def devices(self, default_gpu: int) -> list[int]:
+        """The GPU of each instance, in instance order (``default_gpu`` where ``gpus`` lists none)."""
+        return [gpu for gpu in (self.gpus or (default_gpu,)) for _ in range(self.count)]
+
+
+@dataclass(frozen=True)
+class CudaOptimization:
+    """Triton's ``optimization.cuda``: ``graphs`` captures one CUDA graph per batch bucket and replays it."""
+
+    graphs: bool = False
+
+
+@dataclass(frozen=True)
+class Optimization:
+    """Triton's ``optimization`` section (the CUDA part)."""
+
+    cuda: CudaOptimization = field(default_factory=CudaOptimization)
 
 
 @dataclass(frozen=True)
@@ -161,6 +198,8 @@ class ModelConfig:
     execution_providers: tuple[str, ...] = ()
     platform: str = PLATFORM
     version_policy: VersionPolicy = field(default_factory=VersionPolicy)
+    precision: str = "fp32"
+    optimization: Optimization = field(default_factory=Optimization)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready form written to config.json (tuples become lists; the version policy as Triton spells it)."""
@@ -189,4 +228,5 @@ class ModelConfig:
             "dynamic_batching": d["dynamic_batching"],
             "instance_group": [d["instance_group"]],
             "version_policy": d["version_policy"],
+            "optimization": d["optimization"],
         }

@@ -17,7 +17,8 @@ import onnxruntime as ort
 
 from service.config_model import MAX_SERVED_VERSIONS
 from service.errors import BadRequest
-from service.providers import ProviderSettings, choose_providers
+from service.precision import running_precision
+from service.providers import ProviderSettings, choose_providers, short_name
 from service.repository import (
     MODEL_FILENAME,
     ConfigError,
@@ -97,8 +98,7 @@ class ModelLoader:
             preference=settings.providers,
             require_gpu=settings.require_gpu,
             device_id=settings.cuda_device_id,
-            tensorrt_fp16=settings.tensorrt_fp16,
-            tensorrt_cache_path=settings.tensorrt_cache_path or settings.repository_path / ".trt_cache",
+            tensorrt_cache_path=settings.tensorrt_cache_path,
         )
 
     def load(self, name: str, config: ModelConfig | None, other_sessions: int) -> list[LoadedModel]:
@@ -120,7 +120,7 @@ class ModelLoader:
         model_dir = self.repository / name
         config = self._effective_config(config or load_model_config(model_dir))
         paths = selected_versions(model_dir, config)
-        count = config.instance_group.count
+        count = config.instance_group.instances
         threads = threads_per_session(
             count * len(paths) + other_sessions, self.settings.workers, self.settings.intra_op_threads
         )
@@ -130,38 +130,42 @@ class ModelLoader:
         started = time.perf_counter()
         verify_digest(config, version, path)
         runner, runs = self._warm_runner(path, config, threads)
+        provider = runner.sessions[0].get_providers()[0]
         logger.info(
-            "model '%s' version %s ready: %d instance(s) on %s (%s), %d ORT thread(s) each, "
-            "%d warm-up runs, %.2f s",
-            config.name, version, config.instance_group.count, runner.device, runner.sessions[0].get_providers()[0],
-            threads, runs, time.perf_counter() - started,
+            "model '%s' version %s ready: %d instance(s) on %s (%s at %s%s), %d ORT thread(s) each, "
+            "%d warm-up runs (batch buckets %s), %.2f s",
+            config.name, version, config.instance_group.instances, runner.device, provider,
+            running_precision(short_name(provider), config.precision),
+            f", GPUs {runner.device_ids}" if runner.device == "cuda" else "", threads, runs, list(runner.buckets),
+            time.perf_counter() - started,
         )  # fmt: skip
         return LoadedModel(config, version, runner)
 
     def _warm_runner(self, path: Path, config: ModelConfig, threads: int) -> tuple[ModelRunner, int]:
         """The model's runner, validated against its config and warm; returns it and the warm-up runs made.
 
-        A CPU model fast enough to run on the event loop also gets single-threaded sessions for those runs.
+        A CPU model fast enough to run on the event loop also gets single-threaded sessions for those runs. A GPU
+        model never does: its batches wait on the device, which must never hold up the event loop.
         """
         providers = choose_providers(config, self.providers)
-        sessions, device = self._sessions(path, config, providers, threads)
+        devices = config.instance_group.devices(self.providers.device_id)
+        sessions, device = self._sessions(path, config, providers, threads, devices)
         validate_graph(config, sessions[0])
-        runner = ModelRunner(sessions, config, device, device_id=self.providers.device_id)
+        runner = ModelRunner(sessions, config, device, device_ids=devices)
         runs = runner.warm_up(config)
         if device == "cpu" and threads > 1 and runner.batch_one_s(config) <= self.settings.inline_batch_us / 1e6:
-            inline, _ = self._sessions(path, config, providers, 1)
-            runner = ModelRunner(sessions, config, device, device_id=self.providers.device_id, inline_sessions=inline)
+            inline, _ = self._sessions(path, config, providers, 1, devices)
+            runner = ModelRunner(sessions, config, device, device_ids=devices, inline_sessions=inline)
             runs += runner.warm_up_inline(config)
         return runner, runs
 
     def _sessions(
-        self, path: Path, config: ModelConfig, providers: list[str], threads: int
+        self, path: Path, config: ModelConfig, providers: list[str], threads: int, devices: list[int]
     ) -> tuple[list[ort.InferenceSession], str]:
-        """One session per instance, ``threads`` intra-op threads each, and the device they really run on."""
+        """One session per instance on its GPU ``devices[i]``, ``threads`` intra-op threads each, and the device
+        they really run on."""
         options = session_options(threads, self.settings.ort_allow_spinning)
-        created = [
-            create_session(path, config, providers, self.providers, options) for _ in range(config.instance_group.count)
-        ]
+        created = [create_session(path, config, providers, self.providers, options, gpu) for gpu in devices]
         return [session for session, _ in created], created[0][1]
 
     def _effective_config(self, config: ModelConfig) -> ModelConfig:

@@ -144,7 +144,7 @@ class ModelManager:
         """
         try:
             config = load_model_config(self.repository / name)
-            return config.instance_group.count * len(selected_versions(self.repository / name, config))
+            return config.instance_group.instances * len(selected_versions(self.repository / name, config))
         except ConfigError:
             return 0
 
@@ -162,7 +162,7 @@ class ModelManager:
         """
         self._check_name(name)
         config = requested_config(name, override) if override is not None else None
-        others = sum(m.config.instance_group.count for m in self.served() if m.config.name != name)
+        others = sum(m.config.instance_group.instances for m in self.served() if m.config.name != name)
         return await self._load(name, config, others)
 
     async def _load(self, name: str, config: ModelConfig | None, other_sessions: int) -> ServedVersions:

@@ -1,8 +1,9 @@
 """Which ONNX Runtime execution providers a model gets, in preference order, with their options.
 
 Order of authority: the ``CNNSERVE_PROVIDERS`` setting, then config.json's ``execution_providers``, then automatic
-(CUDA when usable, else CPU). ``instance_group.kind`` KIND_CPU pins to CPU; KIND_GPU demands a GPU provider. ORT
-silently falls back to CPU when a GPU provider fails to start, so ``check_active`` compares what actually runs.
+(CUDA when usable, else CPU; TensorRT only when asked for, since building its engines takes minutes on a first
+start). ``instance_group.kind`` KIND_CPU pins to CPU; KIND_GPU demands a GPU provider. ORT skips a GPU provider whose
+libraries are missing without an error, so ``check_active`` compares what actually runs.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from typing import Any
 
 import onnxruntime as ort
 
+from service.buckets import batch_buckets
+from service.precision import running_precision
 from service.repository import ConfigError, ModelConfig
+from service.trt_cache import default_cache_base, tensorrt_cache_options
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +36,7 @@ class ProviderSettings:
     preference: tuple[str, ...] = ()
     require_gpu: bool = False
     device_id: int = 0
-    tensorrt_fp16: bool = True
-    tensorrt_cache_path: Path | None = None
+    tensorrt_cache_path: Path | None = None  # None: ``trt_cache.default_cache_base()``
 
 
 def _canonical(name: str, source: str) -> str:
@@ -74,30 +77,42 @@ def choose_providers(config: ModelConfig, prefs: ProviderSettings) -> list[str]:
     return chosen
 
 
-def provider_options(providers: list[str], config: ModelConfig, prefs: ProviderSettings) -> list[Any]:
-    """ORT's ``providers=`` argument: names paired with options (device, TensorRT fp16, engine cache, shapes)."""
+def provider_options(providers: list[str], config: ModelConfig, prefs: ProviderSettings, device_id: int) -> list[Any]:
+    """ORT's ``providers=`` argument for one session on GPU ``device_id``: names paired with their options.
+
+    The model's ``precision`` decides TF32 on CUDA and fp16 engines on TensorRT (``service/precision.py``);
+    ``instance_group.gpu_memory_limit_mb`` caps the CUDA arena; ``optimization.cuda.graphs`` turns on CUDA graphs.
+    """
+    cuda: dict[str, Any] = {
+        "device_id": device_id,
+        # Exhaustive search is run once per shape, and the bound runner only ever runs the batch buckets' shapes.
+        "cudnn_conv_algo_search": "EXHAUSTIVE",
+        "use_tf32": "0" if config.precision == "fp32" else "1",
+    }
+    if limit_mb := config.instance_group.gpu_memory_limit_mb:
+        cuda["gpu_mem_limit"] = str(limit_mb << 20)
+    if config.optimization.cuda.graphs:
+        cuda["enable_cuda_graph"] = "1"
     result: list[Any] = []
     for name in providers:
         if name == TENSORRT:
-            cache = prefs.tensorrt_cache_path or Path(".trt_cache")
-            cache.mkdir(parents=True, exist_ok=True)
-            result.append(
-                (
-                    name,
-                    {
-                        "device_id": prefs.device_id,
-                        "trt_fp16_enable": prefs.tensorrt_fp16,
-                        "trt_engine_cache_enable": True,
-                        "trt_engine_cache_path": str(cache),
-                        # One optimisation profile covering every batch size the batcher forms: no rebuilds at run time.
-                        "trt_profile_min_shapes": _profile(config, 1),
-                        "trt_profile_opt_shapes": _profile(config, config.max_batch_size),
-                        "trt_profile_max_shapes": _profile(config, config.max_batch_size),
-                    },
-                )
-            )
+            buckets = batch_buckets(config.max_batch_size)
+            cache = prefs.tensorrt_cache_path or default_cache_base()
+            tensorrt = {
+                "device_id": device_id,
+                "trt_fp16_enable": "True" if config.precision == "fp16" else "False",
+                **tensorrt_cache_options(cache, device_id, config.name),
+                # One profile over the buckets, the only batch sizes the bound runner runs; tuned for the largest,
+                # where throughput matters.
+                "trt_profile_min_shapes": _profile(config, buckets[0]),
+                "trt_profile_opt_shapes": _profile(config, buckets[-1]),
+                "trt_profile_max_shapes": _profile(config, buckets[-1]),
+            }
+            if limit_mb:
+                tensorrt["trt_max_workspace_size"] = str(limit_mb << 20)
+            result.append((name, tensorrt))
         elif name == CUDA:
-            result.append((name, {"device_id": prefs.device_id, "cudnn_conv_algo_search": "EXHAUSTIVE"}))
+            result.append((name, cuda))
         else:
             result.append(name)
     return result
@@ -107,21 +122,34 @@ def _profile(config: ModelConfig, rows: int) -> str:
     return ",".join(f"{t.name}:{'x'.join(str(d) for d in (rows, *t.dims))}" for t in config.input)
 
 
-def check_active(session: ort.InferenceSession, requested: list[str], model: str, require_gpu: bool) -> str:
-    """The provider really running the model; logs (or raises, when a GPU is required) if ORT fell back.
+def check_active(session: ort.InferenceSession, requested: list[str], config: ModelConfig, require_gpu: bool) -> str:
+    """The device really running the model; says once, in one line, when it is not the provider asked for first.
 
     Returns:
-        ``"cuda"`` when a GPU provider runs the graph, else ``"cpu"`` (the device for IOBinding buffers).
+        ``"cuda"`` when a GPU provider runs the graph, else ``"cpu"`` (where the bound runner keeps its buffers).
+
+    Raises:
+        ConfigError: a GPU is required and none runs.
     """
     active = session.get_providers()
+    running = next((p for p in active if p in GPU_PROVIDERS), CPU)
     wanted_gpu = [p for p in requested if p in GPU_PROVIDERS]
-    running_gpu = [p for p in active if p in GPU_PROVIDERS]
-    if wanted_gpu and not running_gpu:
+    if wanted_gpu and running == CPU:
         message = (
-            f"model '{model}': {wanted_gpu[0]} was requested but ONNX Runtime could not start it "
+            f"model '{config.name}': {wanted_gpu[0]} was requested but ONNX Runtime could not start it "
             f"(no usable GPU, or CUDA/cuDNN libraries missing); running on {active}"
         )
         if require_gpu:
             raise ConfigError(message + "; refusing to start because a GPU is required")
         logger.warning("%s; falling back to CPU", message)
-    return "cuda" if running_gpu else "cpu"
+    elif requested and running != requested[0]:
+        logger.warning(
+            "model '%s': asked for %s (precision %s), running on %s at %s",
+            config.name, requested, config.precision, running, running_precision(short_name(running), config.precision),
+        )  # fmt: skip
+    return "cpu" if running == CPU else "cuda"
+
+
+def short_name(provider: str) -> str:
+    """``cpu``, ``cuda`` or ``tensorrt`` for an execution provider's full name."""
+    return {CPU: "cpu", CUDA: "cuda", TENSORRT: "tensorrt"}.get(provider, provider)

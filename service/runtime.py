@@ -1,7 +1,7 @@
 """ONNX Runtime sessions for one model: thread budgets, provider fallback, IOBinding on GPUs, and warm-up.
 
 ``ModelRunner`` is the batcher's ``run_batch``: instance ``i`` owns session ``i`` and is only ever called from one
-worker thread at a time, so its per-batch-size IOBinding buffers need no locking.
+worker thread at a time, so its bound buffers (``service/bound_runner.py``) need no locking.
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from service.bound_runner import BoundSession
+from service.buckets import batch_buckets
 from service.cpus import cpu_budget
 from service.datatypes import V2_TO_NUMPY
-from service.providers import ProviderSettings, check_active, provider_options
-from service.repository import ModelConfig
+from service.providers import GPU_PROVIDERS, ProviderSettings, check_active, provider_options
+from service.repository import ConfigError, ModelConfig
 
 logger = logging.getLogger(__name__)
 _ORT_LOG_LOCK = threading.Lock()  # ORT's default logger is process-wide
@@ -58,22 +60,60 @@ def session_options(threads: int, allow_spinning: bool) -> ort.SessionOptions:
 
 
 def create_session(
-    path: Path, config: ModelConfig, providers: list[str], prefs: ProviderSettings, options: ort.SessionOptions
+    path: Path,
+    config: ModelConfig,
+    providers: list[str],
+    prefs: ProviderSettings,
+    options: ort.SessionOptions,
+    device_id: int = 0,
 ) -> tuple[ort.InferenceSession, str]:
-    """Create one session and report the device it really runs on (``cpu`` or ``cuda``).
+    """Create one session on GPU ``device_id`` (when a GPU provider runs it) and report where it really runs.
+
+    ORT's own fallback, when a provider cannot start, prints a banner on stdout (breaking JSON logs) and retries
+    with CUDA and CPU stripped of their options (``device_id`` back to 0, TF32 and arena settings lost). It is
+    turned off here and the chain is walked instead: a provider that fails to start is dropped with one log line,
+    the ones after it keep their options, and CPU is tried only if it was chosen (never when a GPU is required).
+    A GPU provider that ORT skips without an error (CUDA libraries missing) is caught by ``check_active``.
 
     When GPU providers were chosen automatically (not demanded), ORT's own error lines about a missing GPU are
-    muted and replaced by one clear warning from ``check_active``.
+    muted: ``check_active`` says it once, clearly.
+
+    Raises:
+        ConfigError: a GPU is required and none of the GPU providers started.
+        Exception: ORT's error when the last provider failed too (a broken model fails on every provider).
     """
     explicit = bool(prefs.preference or config.execution_providers or prefs.require_gpu)
-    with _ORT_LOG_LOCK:
-        if not explicit:
-            ort.set_default_logger_severity(4)
+    remaining = list(providers)
+    while True:
         try:
-            session = ort.InferenceSession(str(path), options, providers=provider_options(providers, config, prefs))
-        finally:
-            ort.set_default_logger_severity(3)
-    return session, check_active(session, providers, config.name, prefs.require_gpu)
+            with _ORT_LOG_LOCK:
+                if not explicit:
+                    ort.set_default_logger_severity(4)
+                try:
+                    session = ort.InferenceSession(
+                        str(path),
+                        options,
+                        providers=provider_options(remaining, config, prefs, device_id),
+                        enable_fallback=0,
+                    )
+                finally:
+                    ort.set_default_logger_severity(3)
+            break
+        except (RuntimeError, ValueError) as err:
+            failed, remaining = remaining[0], remaining[1:]
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            if not remaining:
+                if prefs.require_gpu and failed in GPU_PROVIDERS:
+                    raise ConfigError(
+                        f"model '{config.name}': {failed} could not start ({reason}); refusing to start because a "
+                        "GPU is required (CNNSERVE_REQUIRE_GPU)"
+                    ) from err
+                raise
+            logger.warning(
+                "model '%s': %s could not start (%s); trying %s with the options asked for",
+                config.name, failed, reason, remaining,
+            )  # fmt: skip
+    return session, check_active(session, providers, config, prefs.require_gpu)
 
 
 class ModelRunner:
@@ -81,11 +121,12 @@ class ModelRunner:
 
     Args:
         sessions: One session per instance.
-        config: The model's config (output names, dims and data types for the IOBinding buffers).
-        device: ``cuda`` binds inputs and outputs to preallocated device buffers per batch size (no per-call
-            allocation, one host-to-device copy in and one device-to-host copy out); ``cpu`` calls
-            ``session.run``, which reads numpy inputs in place. ``cpu`` with ``iobinding=True`` exercises the
-            binding path without a GPU (tests).
+        config: The model's config (tensors, ``max_batch_size`` and its batch buckets).
+        device: ``cuda`` runs every batch through its instance's ``BoundSession``: fixed device buffers bound per
+            batch bucket, staged through pinned host memory (``service/bound_runner.py``); ``cpu`` calls
+            ``session.run``, which reads numpy inputs in place and runs any batch size unpadded. ``cpu`` with
+            ``iobinding=True`` exercises the bound path without a GPU (tests).
+        device_ids: The GPU of each instance (``instance_group.gpus``); all 0 when not given.
         inline_sessions: One single-threaded CPU session per instance for ``run_inline``. A session with several
             intra-op threads (and spinning off) wakes a sleeping thread on every run, which costs a tiny model
             more than the work it shares: 0.04 ms of a 0.46 ms request here.
@@ -97,25 +138,35 @@ class ModelRunner:
         config: ModelConfig,
         device: str,
         *,
-        device_id: int = 0,
+        device_ids: list[int] | None = None,
         iobinding: bool | None = None,
         inline_sessions: list[ort.InferenceSession] | None = None,
     ) -> None:
         self.sessions = sessions
         self.inline_sessions = inline_sessions
         self.device = device
-        self.device_id = device_id
-        self.iobinding = device == "cuda" if iobinding is None else iobinding
-        self._outputs = [(t.name, t.dims, V2_TO_NUMPY[t.datatype]) for t in config.output]
-        self._output_names = [name for name, _, _ in self._outputs]
-        self._bound: list[dict[int, tuple[Any, dict[str, Any], list[Any]]]] = [{} for _ in sessions]
+        self.device_ids = device_ids or [0] * len(sessions)
+        self.buckets = batch_buckets(config.max_batch_size)
+        self._output_names = [t.name for t in config.output]
+        bound = device == "cuda" if iobinding is None else iobinding
+        pairs = zip(sessions, self.device_ids, strict=True)
+        self._bound = [BoundSession(s, config, device, gpu) for s, gpu in pairs] if bound else []
+
+    @property
+    def iobinding(self) -> bool:
+        """Whether batches run through fixed bound buffers (padded to batch buckets)."""
+        return bool(self._bound)
 
     def __call__(self, instance: int, inputs: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
         """Run one batch on session ``instance``; returns the outputs by name."""
-        if self.iobinding:
-            return self._run_bound(instance, inputs)
+        if self._bound:
+            return self._bound[instance].run(inputs)
         results = self.sessions[instance].run(self._output_names, dict(inputs))
         return dict(zip(self._output_names, results, strict=True))
+
+    def staging(self, instance: int, rows: int) -> dict[str, npt.NDArray[Any]] | None:
+        """Where the batcher merges a batch of ``rows`` for ``instance``: its staging buffers, when it is bound."""
+        return self._bound[instance].staging(rows) if self._bound else None
 
     def run_inline(self, instance: int, inputs: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
         """Run a batch the batcher runs on the event loop: on the single-threaded session when there is one."""
@@ -124,35 +175,10 @@ class ModelRunner:
         results = self.inline_sessions[instance].run(self._output_names, dict(inputs))
         return dict(zip(self._output_names, results, strict=True))
 
-    def _buffers(self, instance: int, inputs: Mapping[str, npt.NDArray[Any]]) -> tuple[Any, dict[str, Any], list[Any]]:
-        rows = next(iter(inputs.values())).shape[0]
-        cached = self._bound[instance].get(rows)
-        if cached is None:
-            session = self.sessions[instance]
-            binding = session.io_binding()
-            in_values = {}
-            for name, array in inputs.items():
-                value = ort.OrtValue.ortvalue_from_shape_and_type(array.shape, array.dtype, self.device, self.device_id)
-                binding.bind_ortvalue_input(name, value)
-                in_values[name] = value
-            out_values = []
-            for name, dims, dtype in self._outputs:
-                value = ort.OrtValue.ortvalue_from_shape_and_type((rows, *dims), dtype, self.device, self.device_id)
-                binding.bind_ortvalue_output(name, value)
-                out_values.append(value)
-            cached = self._bound[instance][rows] = (binding, in_values, out_values)
-        return cached
-
-    def _run_bound(self, instance: int, inputs: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
-        binding, in_values, out_values = self._buffers(instance, inputs)
-        for name, array in inputs.items():
-            in_values[name].update_inplace(np.ascontiguousarray(array))
-        self.sessions[instance].run_with_iobinding(binding)
-        # numpy() copies out of the bound buffer, which the next batch of this size overwrites.
-        return {name: value.numpy() for name, value in zip(self._output_names, out_values, strict=True)}
-
     def warm_up(self, config: ModelConfig) -> int:
-        """Run every batch size 1..max_batch_size on every instance, so no request pays a first-run cost.
+        """Run every batch bucket on every instance, so no request pays a first run (cuDNN's algorithm search,
+        a CUDA graph's capture) for its shape. Bound sessions only ever run bucket shapes; an unbound CPU session
+        runs other sizes too, but its first run of a new shape costs little.
 
         Returns:
             The number of warm-up runs made.
@@ -166,9 +192,11 @@ class ModelRunner:
     def _warm(self, run: Callable[[int, dict[str, npt.NDArray[Any]]], object], config: ModelConfig) -> int:
         runs = 0
         for instance in range(len(self.sessions)):
-            for rows in range(1, config.max_batch_size + 1):
-                run(instance, {t.name: np.zeros((rows, *t.dims), V2_TO_NUMPY[t.datatype]) for t in config.input})
-                runs += 1
+            for rows in self.buckets:
+                # CUDA graphs are captured on a bucket's first runs after ORT's own warm-up runs: run each twice.
+                for _ in range(2 if config.optimization.cuda.graphs and self.device == "cuda" else 1):
+                    run(instance, {t.name: np.zeros((rows, *t.dims), V2_TO_NUMPY[t.datatype]) for t in config.input})
+                    runs += 1
         return runs
 
     def batch_one_s(self, config: ModelConfig) -> float:

@@ -55,6 +55,23 @@ class ServedVersions:
         return next((m for m in self.models if m.version == version), None)
 
 
+def batch_policy(config: ModelConfig, device: str, inline_batch_us: int) -> BatchPolicy:
+    """The batcher's policy for a model: config.json's ``dynamic_batching`` and instances, and the inline bound.
+
+    A GPU batch waits on the device, so it never runs on the event loop, however fast it looked: the inline bound
+    applies to CPU models only.
+    """
+    batching = config.dynamic_batching
+    return BatchPolicy(
+        max_batch_size=config.max_batch_size,
+        max_queue_delay_s=batching.max_queue_delay_microseconds / 1e6,
+        max_queue_size=batching.default_queue_policy.max_queue_size,
+        preferred_batch_size=max(batching.preferred_batch_size, default=0),
+        instances=config.instance_group.instances,
+        inline_max_s=inline_batch_us / 1e6 if device == "cpu" else 0.0,
+    )
+
+
 def start_serving(loaded: LoadedModel, metrics: Metrics, inline_batch_us: int) -> ServedModel:
     """Give a loaded model its metrics and a started batcher.
 
@@ -64,18 +81,17 @@ def start_serving(loaded: LoadedModel, metrics: Metrics, inline_batch_us: int) -
         inline_batch_us: Batches predicted faster than this run on the event loop (the setting of that name).
     """
     config = loaded.config
-    batching = config.dynamic_batching
-    policy = BatchPolicy(
-        max_batch_size=config.max_batch_size,
-        max_queue_delay_s=batching.max_queue_delay_microseconds / 1e6,
-        max_queue_size=batching.default_queue_policy.max_queue_size,
-        preferred_batch_size=max(batching.preferred_batch_size, default=0),
-        instances=config.instance_group.count,
-        inline_max_s=inline_batch_us / 1e6,
-    )
+    policy = batch_policy(config, loaded.runner.device, inline_batch_us)
     batcher: Batcher  # bound below; the gauge reads it only at scrape time
     model_metrics = metrics.add_model(config.name, loaded.version, lambda: batcher.queued)
-    batcher = Batcher(loaded.runner, policy, model_metrics, name=config.name, run_inline=loaded.runner.run_inline)
+    batcher = Batcher(
+        loaded.runner,
+        policy,
+        model_metrics,
+        name=config.name,
+        run_inline=loaded.runner.run_inline,
+        staging=loaded.runner.staging,
+    )
     batcher.start()
     transform = ImageTransform.from_config(config.preprocessing) if config.preprocessing else None
     return ServedModel(

@@ -100,10 +100,13 @@ class Settings(BaseSettings):
     require_gpu: bool = Field(
         default=False, description="Refuse to start when no GPU provider is usable instead of using CPU."
     )
-    cuda_device_id: int = Field(default=0, ge=0, description="GPU used by the CUDA and TensorRT providers.")
-    tensorrt_fp16: bool = Field(default=True, description="Let TensorRT build fp16 engines.")
+    cuda_device_id: int = Field(
+        default=0, ge=0, description="GPU used by the CUDA and TensorRT providers where instance_group.gpus lists none."
+    )
     tensorrt_cache_path: Path | None = Field(
-        default=None, description="Folder caching TensorRT engines across restarts; unset: <repository>/.trt_cache."
+        default=None,
+        description="Folder caching TensorRT engines and timing data across restarts, in a subfolder per GPU, ORT and "
+        "TensorRT version; unset: $XDG_CACHE_HOME/cnnserve/tensorrt (~/.cache/cnnserve/tensorrt).",
     )
     intra_op_threads: int = Field(
         default=0,

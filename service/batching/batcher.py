@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from service.batching.dispatcher import Dispatcher
 from service.batching.merge import Tensors
-from service.batching.policy import BatchObserver, BatchPolicy, RunBatch
+from service.batching.policy import BatchObserver, BatchPolicy, RunBatch, Staging
 from service.batching.queue import Arrival, Pending, RequestQueue
 
 
@@ -27,6 +27,8 @@ class Batcher:
         name: Used in thread names and messages.
         run_inline: Executes the batches run on the event loop instead, when the runner has a cheaper way for
             them (``ModelRunner.run_inline``); ``run_batch`` by default.
+        staging: Buffers the runner reads threaded batches from, to merge requests straight into
+            (``ModelRunner.staging``).
     """
 
     def __init__(
@@ -36,12 +38,13 @@ class Batcher:
         observer: BatchObserver,
         name: str,
         run_inline: RunBatch | None = None,
+        staging: Staging | None = None,
     ) -> None:
         if policy.max_batch_size < 1 or policy.instances < 1 or policy.max_queue_size < 1:
             raise ValueError(f"batch policy for '{name}' needs sizes >= 1, got {policy}")
         self.policy = policy
         self.name = name
-        self._dispatcher = Dispatcher(run_batch, policy, observer, name, run_inline)
+        self._dispatcher = Dispatcher(run_batch, policy, observer, name, run_inline, staging)
         self._queue = RequestQueue(policy, name, self._dispatcher.retry_after_s)
         self._collector: asyncio.Task[None] | None = None
         self._hot = False  # a request took the idle fast path during this event-loop iteration

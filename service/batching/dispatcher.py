@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from service.batching.merge import Tensors, merge_inputs, split_outputs
-from service.batching.policy import BatchObserver, BatchPolicy, BatchTiming, RunBatch
+from service.batching.policy import BatchObserver, BatchPolicy, BatchTiming, RunBatch, Staging
 from service.batching.queue import Pending
 
 logger = logging.getLogger(__name__)
@@ -33,12 +33,15 @@ class BatchOutcome:
     split_s: float
 
 
-def _execute(run_batch: RunBatch, instance: int, items: list[Pending]) -> BatchOutcome | Exception:
-    """Merge, run, split: the whole of one batch, on whichever thread calls it. Failures are returned, not raised,
-    so the inline and threaded paths complete the same way."""
+def _execute(
+    run_batch: RunBatch, instance: int, items: list[Pending], staging: Staging | None = None
+) -> BatchOutcome | Exception:
+    """Merge (into the runner's staging buffers when it has them), run, split: the whole of one batch, on whichever
+    thread calls it. Failures are returned, not raised, so the inline and threaded paths complete the same way."""
     try:
         t0 = time.perf_counter()
-        merged = merge_inputs([item.inputs for item in items])
+        out = staging(instance, sum(item.rows for item in items)) if staging and len(items) > 1 else None
+        merged = merge_inputs([item.inputs for item in items], out)
         t1 = time.perf_counter()
         outputs = run_batch(instance, merged)
         t2 = time.perf_counter()
@@ -57,6 +60,7 @@ class Dispatcher:
         observer: Told about every executed batch.
         name: Used in thread names and log lines.
         run_inline: Executes the batches run on the event loop, when the runner has a cheaper way for them.
+        staging: The runner's staging buffers that threaded batches are merged into, when it has them.
     """
 
     def __init__(
@@ -66,8 +70,10 @@ class Dispatcher:
         observer: BatchObserver,
         name: str,
         run_inline: RunBatch | None = None,
+        staging: Staging | None = None,
     ) -> None:
         self._run_batch = run_batch
+        self._staging = staging
         self._run_inline = run_inline or run_batch
         self._policy = policy
         self._observer = observer
@@ -93,7 +99,7 @@ class Dispatcher:
     def runs_inline(self, rows: int) -> bool:
         """Whether a batch of ``rows`` is predicted fast enough to run on the event loop."""
         cost = self._row_cost_s
-        return cost is not None and rows * cost <= self._policy.inline_max_s
+        return cost is not None and self._policy.inline_max_s > 0 and rows * cost <= self._policy.inline_max_s
 
     def retry_after_s(self, queued_rows: int) -> int:
         """Seconds until ``queued_rows`` have likely run: batches per instance times the batch time, at least 1."""
@@ -116,7 +122,7 @@ class Dispatcher:
 
     async def _run_threaded(self, instance: int, items: list[Pending], rows: int, waits: tuple[float, ...]) -> None:
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self._executor, _execute, self._run_batch, instance, items)
+        result = await loop.run_in_executor(self._executor, _execute, self._run_batch, instance, items, self._staging)
         self._complete(instance, items, rows, waits, result)
 
     def _complete(

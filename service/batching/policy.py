@@ -4,14 +4,17 @@ batches with, and the timings it reports per batch. Nothing here knows HTTP or O
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from service.batching.merge import Tensors
 
 #: ``run_batch(instance_index, merged_inputs) -> outputs``; instance ``i`` is never called concurrently.
 RunBatch = Callable[[int, Tensors], Tensors]
+#: ``staging(instance, rows)``: buffers of ``rows`` rows the instance's runner reads its inputs from, for a batch of
+#: several requests to be merged straight into (None: the runner has none, merge into new arrays).
+Staging = Callable[[int, int], Mapping[str, Any] | None]
 
 
 @dataclass(frozen=True)
