@@ -111,7 +111,7 @@ class BoundSession:
         bucket = bucket_for(rows, self.buckets)
         for name, array in inputs.items():
             staged = self._staged_in[name]
-            if not np.shares_memory(array, staged):  # merged elsewhere (a lone request): stage it now
+            if not np.may_share_memory(array, staged):  # merged elsewhere (a lone request): stage it now
                 staged[:rows] = array
             if self.device == "cuda":
                 nbytes = staged[:rows].nbytes
