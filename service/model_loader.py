@@ -15,6 +15,7 @@ from typing import Any
 
 import onnxruntime as ort
 
+from service.compute_gate import cpu_gate
 from service.config_model import MAX_SERVED_VERSIONS
 from service.errors import BadRequest
 from service.precision import running_precision
@@ -121,15 +122,17 @@ class ModelLoader:
         config = self._effective_config(config or load_model_config(model_dir))
         paths = selected_versions(model_dir, config)
         count = config.instance_group.instances
-        threads = threads_per_session(
-            count * len(paths) + other_sessions, self.settings.workers, self.settings.intra_op_threads
-        )
-        return [self._load_version(config, version, path, threads) for version, path in paths.items()]
+        sessions = count * len(paths) + other_sessions
+        threads = threads_per_session(sessions, self.settings.workers, self.settings.intra_op_threads)
+        solo_threads = threads_per_session(sessions, 1, self.settings.intra_op_threads)
+        return [self._load_version(config, version, path, threads, solo_threads) for version, path in paths.items()]
 
-    def _load_version(self, config: ModelConfig, version: str, path: Path, threads: int) -> LoadedModel:
+    def _load_version(
+        self, config: ModelConfig, version: str, path: Path, threads: int, solo_threads: int
+    ) -> LoadedModel:
         started = time.perf_counter()
         verify_digest(config, version, path)
-        runner, runs = self._warm_runner(path, config, threads)
+        runner, runs = self._warm_runner(path, config, threads, solo_threads)
         provider = runner.sessions[0].get_providers()[0]
         logger.info(
             "model '%s' version %s ready: %d instance(s) on %s (%s at %s%s), %d ORT thread(s) each, "
@@ -141,11 +144,12 @@ class ModelLoader:
         )  # fmt: skip
         return LoadedModel(config, version, runner)
 
-    def _warm_runner(self, path: Path, config: ModelConfig, threads: int) -> tuple[ModelRunner, int]:
+    def _warm_runner(self, path: Path, config: ModelConfig, threads: int, solo_threads: int) -> tuple[ModelRunner, int]:
         """The model's runner, validated against its config and warm; returns it and the warm-up runs made.
 
         A CPU model fast enough to run on the event loop also gets single-threaded sessions for those runs. A GPU
-        model never does: its batches wait on the device, which must never hold up the event loop.
+        model never does: its batches wait on the device, which must never hold up the event loop. A slower CPU
+        model in a multi-worker server gets solo sessions with all ``solo_threads`` for lone requests.
         """
         providers = choose_providers(config, self.providers)
         devices = config.instance_group.devices(self.providers.device_id)
@@ -153,10 +157,17 @@ class ModelLoader:
         validate_graph(config, sessions[0])
         runner = ModelRunner(sessions, config, device, device_ids=devices)
         runs = runner.warm_up(config)
-        if device == "cpu" and threads > 1 and runner.batch_one_s(config) <= self.settings.inline_batch_us / 1e6:
+        if device != "cpu":
+            return runner, runs
+        tiny = runner.batch_one_s(config) <= self.settings.inline_batch_us / 1e6
+        if tiny and threads > 1:
             inline, _ = self._sessions(path, config, providers, 1, devices)
             runner = ModelRunner(sessions, config, device, device_ids=devices, inline_sessions=inline)
             runs += runner.warm_up_inline(config)
+        elif not tiny and solo_threads > threads and (gate := cpu_gate()) is not None:
+            solo, _ = self._sessions(path, config, providers, solo_threads, devices)
+            runner = ModelRunner(sessions, config, device, device_ids=devices, solo_sessions=solo, gate=gate)
+            runs += runner.warm_up_solo(config)
         return runner, runs
 
     def _sessions(

@@ -47,7 +47,8 @@ class Settings(BaseSettings):
     workers: Literal["auto"] | Annotated[int, Field(ge=1)] = Field(
         default="auto",
         description="Server processes behind the one port, answering as one server; auto: one per CPU this process "
-        "may use (affinity and cgroup quota). Each loads every model and gets cpus/workers ORT threads.",
+        "may use (affinity and cgroup quota). Each loads every model and gets cpus/workers ORT threads; a lone "
+        "request to a slower model runs on every CPU, one at a time.",
     )
     log_format: Literal["text", "json"] = Field(
         default="text", description="Log lines as text, or one JSON object a line."
