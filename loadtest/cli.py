@@ -177,7 +177,8 @@ def _check(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 done, 1 the target failed, 2 bad flags)."""
+    """Run the CLI; returns the exit status (0 done, 1 the target failed, 2 bad flags, 3 a step did not offer the
+    load asked for: the report is still printed and written, with the reason)."""
     p = parser()
     args = p.parse_args(argv)
     if args.show is not None:
@@ -196,4 +197,4 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot is not None:
         plot(report, args.plot)
         print(f"wrote {args.plot}")
-    return 0
+    return 3 if report.failed else 0

@@ -39,6 +39,7 @@ class StepResult:
     sent: int = 0
     max_backlog: int = 0
     connections: int = 0
+    failures: list[str] = field(default_factory=list)  # the generator's own: a task of it that died, and why
 
     @property
     def completed(self) -> int:
@@ -157,7 +158,16 @@ class LoadLoop(ABC):
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """A task of the generator ended: one that died records why, so the step reports it instead of a rate it
+        never offered (a schedule that stopped once kept printing reports for a load that was no longer sent)."""
+        self._tasks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            name = getattr(task.get_coro(), "__qualname__", task.get_name())
+            self.result.failures.append(f"{name} died: {error!r}")
+            self._close_window()  # the step is over: what it measured so far is reported, with this failure
 
     def _start(self) -> None:
         """Mark the loop as issuing and start failing requests that outlive the timeout."""

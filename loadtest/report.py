@@ -7,6 +7,7 @@ it, so a saved report prints again with ``python -m loadtest --show REPORT.json`
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +20,28 @@ from loadtest.stats import LatencySummary
 GENERATOR_CPU_WARNING = 0.9
 #: Mean open-loop send lag above which the schedule was not kept.
 SEND_LAG_WARNING_S = 0.002
+#: An open-loop step fails when it put fewer of its window's requests on the wire than the asked rate allows:
+#: the expected count less this many standard deviations of a Poisson count, less one.
+OFFERED_SIGMAS = 4.0
+
+
+def _failure(load: Load, result: StepResult, max_connections: int) -> str | None:
+    """Why the step did not measure the load asked for: a generator task that died, or a rate it could not offer.
+
+    A generator must never report a load it did not send: the step is marked failed, and the run exits non-zero.
+    """
+    problems = list(result.failures)
+    if isinstance(load, OpenLoad):
+        expected = load.rate_per_s * result.window_s
+        floor = expected - OFFERED_SIGMAS * math.sqrt(expected) - 1
+        if result.sent < floor:
+            problems.append(
+                f"offered {result.sent / result.window_s:,.1f} req/s of the {load.rate_per_s:g} asked: "
+                f"{result.sent:,} requests of the {result.window_s:.1f} s window went out, at least {floor:,.0f} "
+                f"expected (the pool of {max_connections} connections was full and requests timed out waiting, "
+                "the server stopped accepting, or the generator could not keep up)"
+            )
+    return "; ".join(problems) or None
 
 
 def _warnings(
@@ -87,11 +110,14 @@ def summarise(
         server=server,
         server_process=server_process,
         warnings=(*_warnings(load, result, cpu_fraction, lag_mean_s, max_connections), *server_problems),
+        offered_rps=result.sent / result.window_s if isinstance(load, OpenLoad) else None,
+        failure=_failure(load, result, max_connections),
     )
 
 
 _COLUMNS = (
     ("load", "<"),
+    ("offered/s", ">"),
     ("req/s", ">"),
     ("img/s", ">"),
     ("p50 ms", ">"),
@@ -103,6 +129,7 @@ _COLUMNS = (
     ("srv batch", ">"),
     ("srv queue p50/p99 ms", ">"),
     ("srv compute p50/p99 ms", ">"),
+    ("srv CPU", ">"),
     ("gen CPU", ">"),
 )
 
@@ -132,6 +159,7 @@ def _row(step: StepReport) -> list[str]:
     errors = ", ".join(f"{k}: {v}" for k, v in step.errors.items()) or "0"
     return [
         step.load.label,
+        _num(step.offered_rps, 1),
         _num(step.throughput_rps, 1),
         _num(step.images_per_s, 1),
         *(_num(value) for value in percentiles),
@@ -139,6 +167,7 @@ def _row(step: StepReport) -> list[str]:
         _num(server.mean_batch_size if server else None),
         _pair(server.queue_ms if server else None),
         _pair(server.compute_ms if server else None),
+        "-" if step.server_process is None else f"{step.server_process.cpu_percent:.0f}%",
         f"{step.generator.cpu_percent:.0f}%",
     ]
 
@@ -154,6 +183,7 @@ def table(report: SweepReport) -> str:
         lines.append("  ".join(cells).rstrip())
     for step in report.steps:
         lines += [f"warning ({step.load.label}): {warning}" for warning in step.warnings]
+    lines += [f"FAILED ({step.load.label}): {step.failure}" for step in report.failed]
     return "\n".join(lines)
 
 

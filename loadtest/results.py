@@ -159,8 +159,12 @@ class StepReport:
     server: ServerView | None
     server_process: ServerProcess | None
     warnings: tuple[str, ...]
+    offered_rps: float | None = None  # open loop: requests of the window put on the wire, per second of it
+    failure: str | None = None  # why the step does not measure what was asked (then the run exits non-zero)
 
     def to_dict(self) -> dict[str, Any]:
+        # The two later fields are written only when set, so a report saved before them reads and writes unchanged.
+        optional = {"offered_rps": self.offered_rps, "failure": self.failure}
         return {
             "load": self.load.to_dict(),
             "requests": self.requests,
@@ -175,6 +179,7 @@ class StepReport:
             "server": None if self.server is None else self.server.to_dict(),
             "server_process": None if self.server_process is None else asdict(self.server_process),
             "warnings": list(self.warnings),
+            **{key: value for key, value in optional.items() if value is not None},
         }
 
     @classmethod
@@ -194,6 +199,8 @@ class StepReport:
             server=None if server is None else ServerView.from_dict(server),
             server_process=None if process is None else ServerProcess(**process),
             warnings=tuple(data["warnings"]),
+            offered_rps=data.get("offered_rps"),
+            failure=data.get("failure"),
         )
 
 
@@ -239,3 +246,8 @@ class SweepReport:
             settings=dict(data["settings"]),
             steps=tuple(StepReport.from_dict(step) for step in data["steps"]),
         )
+
+    @property
+    def failed(self) -> list[StepReport]:
+        """The steps that did not measure what was asked (``StepReport.failure``)."""
+        return [step for step in self.steps if step.failure is not None]

@@ -19,7 +19,7 @@ from loadtest.load_loop import LoadLoop, StepResult
 from loadtest.open_loop import OpenLoop
 from loadtest.payloads import Workload
 from loadtest.report import summarise
-from loadtest.results import ClosedLoad
+from loadtest.results import ClosedLoad, OpenLoad
 
 
 def _workload(fake: FakeServer) -> Workload:
@@ -252,3 +252,35 @@ async def test_closed_loop_rate_is_not_miscounted_by_bursts(duration_s: float) -
     # The rate the harness reports: the rounds the server really answered in the window, over the window.
     report = summarise(ClosedLoad(8), result, images_per_request=1, max_connections=8)
     assert report.throughput_rps == sum(burst.size for burst in inside) / result.window_s
+
+
+async def test_a_schedule_that_dies_ends_the_step_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure inside the generator (injected: the 5th submission raises) must end the step with its reason.
+
+    Before, the exception killed the schedule task unseen ("Task exception was never retrieved"), the step ran its
+    whole duration sending nothing, and its report looked like a measurement.
+    """
+    async with serve(FakeServer()) as fake:
+        driver = OpenLoop(fake.endpoint, _workload(fake), timeout_s=30.0, max_connections=4)
+        submit = driver._submit
+        calls = 0
+
+        def failing_submit(scheduled: float) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 5:
+                raise RuntimeError("unable to perform operation on <TCPTransport closed=True>")
+            submit(scheduled)
+
+        monkeypatch.setattr(driver, "_submit", failing_submit)
+        driver.start(200.0, poisson=False, seed=0)
+        driver.measure(600.0, max_requests=10**6)  # a duration no test waits out: the failure must end the step
+        async with asyncio.timeout(30):
+            result = await driver.finish()
+    assert result.failures == [
+        "OpenLoop._schedule died: RuntimeError('unable to perform operation on <TCPTransport closed=True>')"
+    ]
+    assert result.completed == result.sent <= 4
+    step = summarise(OpenLoad(200.0, "constant"), result, 1, 4)
+    assert step.failure is not None
+    assert step.failure.startswith("OpenLoop._schedule died: RuntimeError(")

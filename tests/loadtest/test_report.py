@@ -13,7 +13,7 @@ from loadtest.payloads import Workload
 from loadtest.plot import plot
 from loadtest.prom import ServerTiming, ServerView
 from loadtest.report import read_json, summarise, table, write_json
-from loadtest.results import ClosedLoad, OpenLoad, SweepReport, Target
+from loadtest.results import ClosedLoad, OpenLoad, ServerProcess, SweepReport, Target
 
 WORKLOAD = Workload("v2 binary tensors, 4 row(s)/request", (b"",), 4, 1000)
 SERVER = ServerView(
@@ -80,7 +80,7 @@ def test_table_has_a_row_per_step_and_lists_warnings() -> None:
     text = table(_report())
     lines = text.splitlines()
     assert lines[0] == "http://127.0.0.1:1  model m  v2 binary tensors, 4 row(s)/request"
-    assert lines[1].split()[:4] == ["load", "req/s", "img/s", "p50"]
+    assert lines[1].split()[:5] == ["load", "offered/s", "req/s", "img/s", "p50"]
     assert lines[2].startswith("c=1 ")
     assert "429: 3, timeout: 1" in lines[3]
     assert "7.50" in lines[3]
@@ -88,6 +88,55 @@ def test_table_has_a_row_per_step_and_lists_warnings() -> None:
     assert "mean 3.00" in lines[3]
     assert lines[3].rstrip().endswith("98%")
     assert lines[4].startswith("warning (c=8): the load generator used 98% of a core")
+
+
+def test_an_open_loop_step_that_could_not_offer_its_rate_fails_loudly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A schedule that stopped after 20 s of a 600 s step still printed a report; now the step says it failed."""
+    honest = _result([5.0] * 196, {})  # 100/s asked for 2 s: 196 sent is within Poisson's spread of 200
+    short = _result([5.0] * 38, {})  # 19/s of the 100 asked
+    steps = (
+        summarise(OpenLoad(100.0, "poisson"), honest, 1, 512),
+        summarise(OpenLoad(100.0, "poisson"), short, 1, 512),
+    )
+    assert steps[0].offered_rps == pytest.approx(98.0)
+    assert steps[0].failure is None
+    assert steps[1].offered_rps == pytest.approx(19.0)
+    assert steps[1].failure is not None
+    assert "offered 19.0 req/s of the 100 asked" in steps[1].failure
+    report = SweepReport("cnnserve loadtest", "0.1.0", "2026-01-01T00:00:00+00:00", _report().target, {}, steps)
+    assert report.failed == [steps[1]]
+    assert table(report).splitlines()[-1].startswith("FAILED (100/s poisson): offered 19.0 req/s of the 100 asked")
+    write_json(report, tmp_path / "r.json")
+    assert read_json(tmp_path / "r.json") == report
+    assert main(["--show", str(tmp_path / "r.json")]) == 3  # the report is shown, and the run says it failed
+    assert "FAILED (100/s poisson)" in capsys.readouterr().out
+
+
+def test_a_generator_task_that_died_fails_its_step() -> None:
+    result = _result([5.0] * 10, {})
+    result.failures.append("OpenLoop._schedule died: RuntimeError('unable to perform operation')")
+    step = summarise(ClosedLoad(4), result, 1, 512)
+    assert step.failure == "OpenLoop._schedule died: RuntimeError('unable to perform operation')"
+
+
+def test_the_table_shows_the_server_process_cpu() -> None:
+    step = summarise(ClosedLoad(1), _result([1.0], {}), 1, 512, server_process=ServerProcess(1234, 187.4))
+    report = SweepReport("cnnserve loadtest", "0.1.0", "2026-01-01T00:00:00+00:00", _report().target, {}, (step,))
+    header, row = table(report).splitlines()[1:3]
+    assert header.endswith("srv CPU  gen CPU")
+    assert row.split()[-2:] == ["187%", "5%"]  # the server's CPU (one core = 100 %), then the generator's
+
+
+def test_every_step_is_plotted_even_one_without_a_success(tmp_path: Path) -> None:
+    steps = (
+        summarise(OpenLoad(100.0, "poisson"), _result([5.0] * 200, {}), 1, 512),
+        summarise(OpenLoad(3000.0, "poisson"), _result([], {"timeout": 40, "connect_failed": 7}), 1, 512),
+    )
+    report = SweepReport("cnnserve loadtest", "0.1.0", "2026-01-01T00:00:00+00:00", _report().target, {}, steps)
+    plot(report, tmp_path / "r.png")
+    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_json_round_trip_plot_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
