@@ -87,6 +87,13 @@ def parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_CONNECTIONS,
         help=f"open loop: connection pool bound (default {DEFAULT_MAX_CONNECTIONS})",
     )
+    load.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="generator processes sharing each step's load (users, rate, pool and request cap), merged into one "
+        "report: for a server one core of load generation cannot saturate (default 1)",
+    )
     bounds = p.add_argument_group(
         "bounds",
         "Per step; whichever comes first ends it. A closed-loop warm-up also lasts until every user has had an "
@@ -151,6 +158,7 @@ def _plan(args: argparse.Namespace, endpoint: Endpoint, workload: Workload) -> P
         server_pid=args.server_pid,
         seed=args.seed,
         progress=not args.quiet,
+        processes=args.processes,
     )
 
 
@@ -168,6 +176,7 @@ def _check(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         (args.timeout <= 0, f"--timeout is {args.timeout}, expected > 0 seconds"),
         (args.batch < 1, f"--batch is {args.batch}, expected >= 1 rows"),
         (args.max_connections < 1, f"--max-connections is {args.max_connections}, expected >= 1"),
+        (args.processes < 1, f"--processes is {args.processes}, expected >= 1"),
         (bool(args.concurrency) and any(c != int(c) for c in args.concurrency), "--concurrency takes whole numbers"),
         (args.target != "rest" and (args.images or args.generate), "--images/--generate apply to --target rest"),
     ]

@@ -40,6 +40,7 @@ class StepResult:
     max_backlog: int = 0
     connections: int = 0
     failures: list[str] = field(default_factory=list)  # the generator's own: a task of it that died, and why
+    processes: int = 1  # generator processes merged into this result (``loadtest.processes``)
 
     @property
     def completed(self) -> int:

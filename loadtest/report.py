@@ -36,7 +36,7 @@ def _failure(load: Load, result: StepResult, max_connections: int) -> str | None
         floor = expected - OFFERED_SIGMAS * math.sqrt(expected) - 1
         if result.sent < floor:
             problems.append(
-                f"offered {result.sent / result.window_s:,.1f} req/s of the {load.rate_per_s:g} asked: "
+                f"offered {result.sent / max(result.window_s, 1e-9):,.1f} req/s of the {load.rate_per_s:g} asked: "
                 f"{result.sent:,} requests of the {result.window_s:.1f} s window went out, at least {floor:,.0f} "
                 f"expected (the pool of {max_connections} connections was full and requests timed out waiting, "
                 "the server stopped accepting, or the generator could not keep up)"
@@ -49,10 +49,11 @@ def _warnings(
 ) -> list[str]:
     """Why the step's figures may not describe the server: a busy generator, a late schedule, no success."""
     warnings = []
-    if cpu_fraction >= GENERATOR_CPU_WARNING:
+    if cpu_fraction / result.processes >= GENERATOR_CPU_WARNING:
+        cores = "a core" if result.processes == 1 else f"{result.processes} cores (one per generator process)"
         warnings.append(
-            f"the load generator used {cpu_fraction:.0%} of a core: it, not the server, may be the bottleneck; "
-            "run it on another machine, or compare with a lower load"
+            f"the load generator used {cpu_fraction:.0%} of {cores}: it, not the server, may be the bottleneck; "
+            "run it on another machine, add --processes, or compare with a lower load"
         )
     if isinstance(load, OpenLoad) and lag_mean_s > SEND_LAG_WARNING_S:
         warnings.append(
@@ -87,6 +88,7 @@ def summarise(
         server_problems: Why there is no server view (warnings after the generator's own).
     """
     latency = LatencySummary.of(result.latencies_s)
+    window_s = max(result.window_s, 1e-9)  # a step whose generator failed before measuring has no window
     errors = {k: v for k, v in sorted(result.outcomes.items()) if not (k.isdigit() and 200 <= int(k) < 300)}
     cpu_fraction = result.cpu_s / result.span_s if result.span_s > 0 else 0.0
     lag_mean_s = result.lag_sum_s / result.sent if result.sent else 0.0
@@ -97,8 +99,8 @@ def summarise(
         errors=errors,
         window_s=result.window_s,
         span_s=result.span_s,
-        throughput_rps=result.window_ok / result.window_s,
-        images_per_s=result.window_ok * images_per_request / result.window_s,
+        throughput_rps=result.window_ok / window_s,
+        images_per_s=result.window_ok * images_per_request / window_s,
         latency=Latency.of(latency) if latency else None,
         generator=GeneratorView(
             cpu_percent=100 * cpu_fraction,
@@ -110,7 +112,7 @@ def summarise(
         server=server,
         server_process=server_process,
         warnings=(*_warnings(load, result, cpu_fraction, lag_mean_s, max_connections), *server_problems),
-        offered_rps=result.sent / result.window_s if isinstance(load, OpenLoad) else None,
+        offered_rps=result.sent / window_s if isinstance(load, OpenLoad) else None,
         failure=_failure(load, result, max_connections),
     )
 

@@ -19,9 +19,10 @@ import uvloop
 from loadtest import __version__
 from loadtest.closed_loop import ClosedLoop
 from loadtest.http import Endpoint, exchange, get
-from loadtest.load_loop import LoadLoop
+from loadtest.load_loop import LoadLoop, StepResult
 from loadtest.open_loop import OpenLoop
 from loadtest.payloads import Workload
+from loadtest.processes import Step, run_shared, shares
 from loadtest.prom import ServerView, Snapshot, parse, server_view
 from loadtest.report import summarise
 from loadtest.results import Arrival, ClosedLoad, Load, OpenLoad, ServerProcess, StepReport, SweepReport, Target
@@ -50,6 +51,7 @@ class Plan:
     server_pid: int | None = None
     seed: int = 0
     progress: bool = True
+    processes: int = 1  # generator processes sharing each step (``loadtest.processes``)
 
 
 async def probe(plan: Plan) -> None:
@@ -155,27 +157,59 @@ def _server(
     return None, [f"no server-side view: {problem}"] if problem else []
 
 
-async def run_step(plan: Plan, level: float) -> StepReport:
-    """Warm up, measure one load level within the plan's bounds, and report it with the server's view."""
-    load = _load(plan, level)
+@dataclass
+class _Bracket:
+    """What is read of the server just before a step's window opens and just after its requests are answered."""
+
+    before: Snapshot | None = None
+    after: Snapshot | None = None
+    problem: str | None = None
+    cpu_before: float | None = None
+    cpu_after: float | None = None
+
+    async def open(self, plan: Plan) -> None:
+        self.before, self.problem = await _scrape(plan)
+        self.cpu_before = _server_cpu_s(plan.server_pid)
+
+    async def close(self, plan: Plan) -> None:
+        self.cpu_after = _server_cpu_s(plan.server_pid)
+        self.after, problem = await _scrape(plan)
+        self.problem = self.problem or problem
+
+
+async def _measure_here(plan: Plan, load: Load, bracket: _Bracket) -> StepResult:
+    """The step in this process: warm up, open the bracket, measure, drain, close it."""
     driver, answers = await _start(plan, load)
     ticker = asyncio.get_running_loop().create_task(_progress(driver, _label(load))) if plan.progress else None
     try:
         await driver.warm_up(plan.warmup_s, answers)
-        before, problem = await _scrape(plan)
-        cpu_before = _server_cpu_s(plan.server_pid)
+        await bracket.open(plan)
         driver.measure(plan.duration_s, plan.max_requests, answers)
         result = await driver.finish()
-        cpu_after = _server_cpu_s(plan.server_pid)
-        after, problem_after = await _scrape(plan)
+        await bracket.close(plan)
     finally:
         if ticker is not None:
             ticker.cancel()
             sys.stderr.write("\n" if sys.stderr.isatty() else "")
-    server, problems = _server(before, after, problem or problem_after)
+    return result
+
+
+async def run_step(plan: Plan, level: float) -> StepReport:
+    """Warm up, measure one load level within the plan's bounds, and report it with the server's view."""
+    load = _load(plan, level)
+    bracket = _Bracket()
+    if plan.processes > 1:
+        step = Step(plan.endpoint, plan.workload, plan.timeout_s, plan.warmup_s, plan.duration_s)
+        parts = shares(load, plan.processes, plan.max_connections, plan.max_requests, plan.seed)
+        if plan.progress:
+            sys.stderr.write(f"[{_label(load)}] {len(parts)} generator processes, {plan.duration_s:g} s\n")
+        result = await run_shared(step, parts, lambda: bracket.open(plan), lambda: bracket.close(plan))
+    else:
+        result = await _measure_here(plan, load, bracket)
+    server, problems = _server(bracket.before, bracket.after, bracket.problem)
     process = None
-    if cpu_before is not None and cpu_after is not None:
-        process = ServerProcess(plan.server_pid, 100 * (cpu_after - cpu_before) / result.span_s)
+    if bracket.cpu_before is not None and bracket.cpu_after is not None:
+        process = ServerProcess(plan.server_pid, 100 * (bracket.cpu_after - bracket.cpu_before) / result.span_s)
     images = plan.workload.images_per_request
     return summarise(load, result, images, plan.max_connections, server, process, problems)
 

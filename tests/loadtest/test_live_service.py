@@ -80,6 +80,35 @@ def test_closed_loop_sweep_reports_client_and_server_views(service: tuple[str, i
     assert first.mean_batch_size == pytest.approx(1.0)  # one user: nothing to batch
 
 
+def test_several_generator_processes_report_one_step_the_server_agrees_with(service: tuple[str, int]) -> None:
+    url, pid = service
+    endpoint = Endpoint.from_url(url)
+    plan = Plan(
+        endpoint,
+        MODEL,
+        v2_workload(endpoint, MODEL, METADATA),
+        "closed",
+        (6,),
+        duration_s=1.0,
+        max_requests=3_000,
+        warmup_s=0.3,
+        timeout_s=10.0,
+        server_pid=pid,
+        progress=False,
+        processes=2,
+    )
+    (step,) = run_sweep(plan).steps
+    assert step.errors == {}, step
+    assert step.failure is None
+    assert 0 < step.ok <= 3_000
+    assert step.generator.connections == 6  # 3 users in each process, one connection each
+    server = step.server
+    assert server is not None
+    # As in the one-process test: both processes' windows lie between the two scrapes, so the server counted at
+    # least what the client saw answered in them, less one answer per user at the edge.
+    assert step.ok - 6 <= server.requests <= 3 * step.ok + 6, (server.requests, step.ok)
+
+
 def test_cli_rest_target_writes_the_json_report(service: tuple[str, int], tmp_path: Path) -> None:
     url, _ = service
     command = [
