@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 CUDART_SONAMES = ("libcudart.so.13", "libcudart.so.12", "libcudart.so")
 HOST_TO_DEVICE = 1  # cudaMemcpyHostToDevice
 DEVICE_TO_HOST = 2  # cudaMemcpyDeviceToHost
+HOST_ALLOC_PORTABLE = 1  # cudaHostAllocPortable: pinned for every GPU's context, as instances may sit on several
 
 
 class CudaError(RuntimeError):
@@ -54,7 +55,10 @@ def pinned_empty(shape: tuple[int, ...], dtype: npt.DTypeLike) -> npt.NDArray[An
         return None
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
     pointer = ctypes.c_void_p()
-    if lib.cudaHostAlloc(ctypes.byref(pointer), ctypes.c_size_t(max(nbytes, 1)), 0) != 0 or not pointer.value:
+    if (
+        lib.cudaHostAlloc(ctypes.byref(pointer), ctypes.c_size_t(max(nbytes, 1)), HOST_ALLOC_PORTABLE) != 0
+        or not pointer.value
+    ):
         return None
     raw = (ctypes.c_byte * max(nbytes, 1)).from_address(pointer.value)
     array: npt.NDArray[Any] = np.frombuffer(memoryview(raw).cast("B"), dtype=np.uint8, count=nbytes)
