@@ -18,7 +18,7 @@ import uvloop
 from loadtest.http import Endpoint
 from loadtest.payloads import Workload, fetch_metadata, generate_images, load_images, rest_workload, v2_workload
 from loadtest.plot import plot
-from loadtest.report import read_json, table, write_json
+from loadtest.report import failed_steps, read_json, table, write_json
 from loadtest.results import SweepReport
 from loadtest.runner import DEFAULT_MAX_CONNECTIONS, Plan, run_sweep_async
 
@@ -206,4 +206,4 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot is not None:
         plot(report, args.plot)
         print(f"wrote {args.plot}")
-    return 3 if report.failed else 0
+    return 3 if failed_steps(report) else 0

@@ -62,7 +62,7 @@ def plot(report: SweepReport, path: Path) -> None:
             axes.set_xscale("log", base=2)
         axes.grid(True, which="both", alpha=0.3)
         axes.legend()
-    failed = ", ".join(step.load.label for step in report.failed)
+    failed = ", ".join(step.load.label for step in report.steps if step.failure is not None)
     target = report.target
     title = f"{target.model} @ {target.url}: {target.workload}" + (f"\nFAILED steps: {failed}" if failed else "")
     figure.suptitle(title, fontsize=10, color="red" if failed else "black")

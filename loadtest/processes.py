@@ -23,10 +23,11 @@ import uvloop
 
 from loadtest.closed_loop import ClosedLoop
 from loadtest.http import Endpoint
-from loadtest.load_loop import LoadLoop, StepResult
+from loadtest.load_loop import LoadLoop
 from loadtest.open_loop import OpenLoop
 from loadtest.payloads import Workload
 from loadtest.results import ClosedLoad, Load, OpenLoad
+from loadtest.step_result import StepResult
 
 #: Children are spawned, not forked: a fork would copy this process's running event loop.
 _CONTEXT = multiprocessing.get_context("spawn")

@@ -11,10 +11,10 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from loadtest.load_loop import StepResult
 from loadtest.prom import ServerTiming, ServerView
 from loadtest.results import GeneratorView, Latency, Load, OpenLoad, ServerProcess, StepReport, SweepReport
 from loadtest.stats import LatencySummary
+from loadtest.step_result import StepResult
 
 #: Share of one core above which the generator, not the server, may be what limits a step.
 GENERATOR_CPU_WARNING = 0.9
@@ -65,6 +65,11 @@ def _warnings(
     if result.ok == 0:
         warnings.append("no request succeeded in this step")
     return warnings
+
+
+def failed_steps(report: SweepReport) -> list[StepReport]:
+    """The steps that did not measure what was asked (``StepReport.failure``)."""
+    return [step for step in report.steps if step.failure is not None]
 
 
 def summarise(
@@ -185,7 +190,7 @@ def table(report: SweepReport) -> str:
         lines.append("  ".join(cells).rstrip())
     for step in report.steps:
         lines += [f"warning ({step.load.label}): {warning}" for warning in step.warnings]
-    lines += [f"FAILED ({step.load.label}): {step.failure}" for step in report.failed]
+    lines += [f"FAILED ({step.load.label}): {step.failure}" for step in failed_steps(report)]
     return "\n".join(lines)
 
 

@@ -163,8 +163,7 @@ class StepReport:
     failure: str | None = None  # why the step does not measure what was asked (then the run exits non-zero)
 
     def to_dict(self) -> dict[str, Any]:
-        # The two later fields are written only when set, so a report saved before them reads and writes unchanged.
-        optional = {"offered_rps": self.offered_rps, "failure": self.failure}
+        optional = {"offered_rps": self.offered_rps, "failure": self.failure}  # when set: older reports round-trip
         return {
             "load": self.load.to_dict(),
             "requests": self.requests,
@@ -246,8 +245,3 @@ class SweepReport:
             settings=dict(data["settings"]),
             steps=tuple(StepReport.from_dict(step) for step in data["steps"]),
         )
-
-    @property
-    def failed(self) -> list[StepReport]:
-        """The steps that did not measure what was asked (``StepReport.failure``)."""
-        return [step for step in self.steps if step.failure is not None]

@@ -19,13 +19,14 @@ import uvloop
 from loadtest import __version__
 from loadtest.closed_loop import ClosedLoop
 from loadtest.http import Endpoint, exchange, get
-from loadtest.load_loop import LoadLoop, StepResult
+from loadtest.load_loop import LoadLoop
 from loadtest.open_loop import OpenLoop
 from loadtest.payloads import Workload
 from loadtest.processes import Step, run_shared, shares
 from loadtest.prom import ServerView, Snapshot, parse, server_view
 from loadtest.report import summarise
 from loadtest.results import Arrival, ClosedLoad, Load, OpenLoad, ServerProcess, StepReport, SweepReport, Target
+from loadtest.step_result import StepResult
 
 #: Open-loop connection pool bound: below a default cnnserve process's connection limit (CNNSERVE_MAX_CONNECTIONS,
 #: 1000), so the harness measures the server's answers, not its refusals of connections past that limit.

@@ -13,9 +13,9 @@ from bench.preprocess_bench import PreprocessResult
 from bench.raw_ort import BATCH_SIZES, RawOrt, RawPoint, SettingRuns, ThreadSetting
 from bench.report import markdown
 from bench.results import BenchResults, ModelResult, Pinning, ServerRuns
-from loadtest.load_loop import StepResult
 from loadtest.report import summarise
 from loadtest.results import ClosedLoad, Latency, SweepReport, Target
+from loadtest.step_result import StepResult
 
 PREPROCESS = PreprocessResult(3000, 1200.0, 1100.0, 20_000, [3, 224, 224])
 

@@ -15,11 +15,12 @@ import pytest
 from fake_server import FakeServer, serve
 
 from loadtest.closed_loop import ClosedLoop
-from loadtest.load_loop import LoadLoop, StepResult
+from loadtest.load_loop import LoadLoop
 from loadtest.open_loop import OpenLoop
 from loadtest.payloads import Workload
 from loadtest.report import summarise
 from loadtest.results import ClosedLoad, OpenLoad
+from loadtest.step_result import StepResult
 
 
 def _workload(fake: FakeServer) -> Workload:

@@ -7,11 +7,11 @@ from collections import Counter
 import pytest
 
 from loadtest.http import Endpoint
-from loadtest.load_loop import StepResult
 from loadtest.payloads import Workload
 from loadtest.processes import Share, Step, merge, run_shared, shares
 from loadtest.report import summarise
 from loadtest.results import ClosedLoad, OpenLoad
+from loadtest.step_result import StepResult
 
 
 def test_a_concurrency_is_split_in_whole_users_and_never_into_empty_processes() -> None:

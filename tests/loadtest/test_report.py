@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from loadtest.cli import main
-from loadtest.load_loop import StepResult
 from loadtest.payloads import Workload
 from loadtest.plot import plot
 from loadtest.prom import ServerTiming, ServerView
-from loadtest.report import read_json, summarise, table, write_json
+from loadtest.report import failed_steps, read_json, summarise, table, write_json
 from loadtest.results import ClosedLoad, OpenLoad, ServerProcess, SweepReport, Target
+from loadtest.step_result import StepResult
 
 WORKLOAD = Workload("v2 binary tensors, 4 row(s)/request", (b"",), 4, 1000)
 SERVER = ServerView(
@@ -106,7 +106,7 @@ def test_an_open_loop_step_that_could_not_offer_its_rate_fails_loudly(
     assert steps[1].failure is not None
     assert "offered 19.0 req/s of the 100 asked" in steps[1].failure
     report = SweepReport("cnnserve loadtest", "0.1.0", "2026-01-01T00:00:00+00:00", _report().target, {}, steps)
-    assert report.failed == [steps[1]]
+    assert failed_steps(report) == [steps[1]]
     assert table(report).splitlines()[-1].startswith("FAILED (100/s poisson): offered 19.0 req/s of the 100 asked")
     write_json(report, tmp_path / "r.json")
     assert read_json(tmp_path / "r.json") == report
