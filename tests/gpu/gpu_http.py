@@ -12,7 +12,6 @@ import dataclasses
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpu_report import HttpStep
+
+from bench.servers import free_port  # the repository root is on sys.path (gpu_check.py puts it there)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,13 +42,6 @@ class HttpPlan:
     ready_timeout_s: float
     trt_cache: Path
     require_gpu: bool
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _ready(port: int) -> bool:

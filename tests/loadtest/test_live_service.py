@@ -35,23 +35,19 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int
         server.stop()
 
 
-def test_closed_loop_sweep_reports_client_and_server_views(service: tuple[str, int]) -> None:
+def _plan(service: tuple[str, int], concurrencies: tuple[int, ...], max_requests: int, processes: int = 1) -> Plan:
+    """A short closed-loop sweep of v2 binary tensors against the live service, reading its CPU too."""
     url, pid = service
     endpoint = Endpoint.from_url(url)
-    plan = Plan(
-        endpoint,
-        MODEL,
-        v2_workload(endpoint, MODEL, METADATA),
-        "closed",
-        (1, 8),
-        duration_s=1.0,
-        max_requests=2_000,
-        warmup_s=0.3,
-        timeout_s=10.0,
-        server_pid=pid,
-        progress=False,
-    )
-    report = run_sweep(plan)
+    workload = v2_workload(endpoint, MODEL, METADATA)
+    return Plan(
+        endpoint, MODEL, workload, "closed", concurrencies, duration_s=1.0, max_requests=max_requests, warmup_s=0.3,
+        timeout_s=10.0, server_pid=pid, progress=False, processes=processes,
+    )  # fmt: skip
+
+
+def test_closed_loop_sweep_reports_client_and_server_views(service: tuple[str, int]) -> None:
+    report = run_sweep(_plan(service, (1, 8), max_requests=2_000))
     assert [s.load for s in report.steps] == [ClosedLoad(1), ClosedLoad(8)]
     for step in report.steps:
         assert step.errors == {}, step
@@ -81,23 +77,7 @@ def test_closed_loop_sweep_reports_client_and_server_views(service: tuple[str, i
 
 
 def test_several_generator_processes_report_one_step_the_server_agrees_with(service: tuple[str, int]) -> None:
-    url, pid = service
-    endpoint = Endpoint.from_url(url)
-    plan = Plan(
-        endpoint,
-        MODEL,
-        v2_workload(endpoint, MODEL, METADATA),
-        "closed",
-        (6,),
-        duration_s=1.0,
-        max_requests=3_000,
-        warmup_s=0.3,
-        timeout_s=10.0,
-        server_pid=pid,
-        progress=False,
-        processes=2,
-    )
-    (step,) = run_sweep(plan).steps
+    (step,) = run_sweep(_plan(service, (6,), max_requests=3_000, processes=2)).steps
     assert step.errors == {}, step
     assert step.failure is None
     assert 0 < step.ok <= 3_000
