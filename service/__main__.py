@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         for key, value in {**overrides, "workers": workers}.items():
             os.environ[f"CNNSERVE_{key.upper()}"] = str(value)
         config = uvicorn.Config("service.main:create_worker_app", factory=True, **common)  # type: ignore[arg-type]
-        sys.exit(Supervisor(config, workers, settings.graceful_shutdown_s).run())
+        sys.exit(Supervisor(config, workers, settings.graceful_shutdown_s, settings.worker_timeout_s).run())
     from service.main import create_app
 
     run_server(uvicorn.Config(create_app(settings), **common))  # type: ignore[arg-type]

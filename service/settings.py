@@ -128,6 +128,12 @@ class Settings(BaseSettings):
         gt=0,
         description="On SIGTERM, how long in-flight requests may take to finish before connections close.",
     )
+    worker_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="With several workers: one whose event loop has not answered the supervisor's liveness check "
+        "(GET /v2/health/live on its private socket) for this long is killed and replaced.",
+    )
     drain_idle_s: float = Field(
         default=1.0,
         gt=0,

@@ -7,13 +7,14 @@ parts. Which worker accepts a fresh connection is the kernel's choice; every ass
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import orjson
@@ -21,6 +22,7 @@ import pytest
 from live_server import REPO_ROOT, metric_value
 
 from bench.servers import Server, start
+from service.supervisor import UnixHTTPConnection, answers_liveness
 
 MODEL = "lenet5_digits"
 WORKERS = 2
@@ -44,6 +46,8 @@ def server(model_repository: Path, tmp: Path) -> Iterator[Server]:
         "CNNSERVE_MODELS": MODEL,
         "CNNSERVE_MODEL_CONTROL": "explicit",
         "CNNSERVE_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+        # A worker held stopped below must be left to the test, not killed by the liveness watchdog meanwhile.
+        "CNNSERVE_WORKER_TIMEOUT_S": "3600",
         "TMPDIR": str(tmp),
     }
     running = start("two workers", command, env, "/v2/health/ready", tmp / "server.log", cpus=None)
@@ -56,21 +60,10 @@ def _sockets(tmp: Path) -> list[Path]:
     return sorted(peer_dir.glob("*.sock"))
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path) -> None:
-        super().__init__("worker", timeout=TIMEOUT_S)
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(TIMEOUT_S)
-        self.sock.connect(str(self.path))
-
-
 def _fresh(server: Server | Path, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
     """One request on a new connection: to the server's port, or to one worker's own socket."""
     if isinstance(server, Path):
-        connection: http.client.HTTPConnection = _UnixConnection(server)
+        connection: http.client.HTTPConnection = UnixHTTPConnection(server, TIMEOUT_S)
     else:
         connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=TIMEOUT_S)
     try:
@@ -150,16 +143,85 @@ def test_a_whole_server_call_with_a_body_over_the_limit_is_refused_before_any_wo
     assert _fresh(server, "GET", f"/v2/models/{MODEL}/ready")[0] == 200  # nothing was loaded or unloaded
 
 
+def _first_answer(server: Server, path: str, attempts: int) -> tuple[int, bytes]:
+    """The first answer among ``attempts`` requests sent at once, each on a fresh connection.
+
+    The kernel spreads connections over the workers' sockets by a hash of their addresses: with one worker stopped,
+    one connection in two waits in its queue. Of 32, the chance that none reaches the running worker is 2**-32.
+    """
+    pool = ThreadPoolExecutor(attempts)
+    try:
+        futures = [pool.submit(_fresh, server, "GET", path) for _ in range(attempts)]
+        return next(as_completed(futures, timeout=TIMEOUT_S)).result()
+    finally:
+        pool.shutdown(wait=False)  # the requests queued at the stopped worker finish once it runs again
+
+
 def test_a_scrape_fails_with_503_naming_the_worker_that_does_not_answer(server: Server, tmp: Path) -> None:
-    """A worker held stopped takes no connection and answers no sibling: the scrape says so rather than undercount."""
+    """A worker held stopped answers no sibling: the running worker's scrape says so rather than undercount."""
     stopped = _sockets(tmp)[0]
     os.kill(int(stopped.stem), signal.SIGSTOP)
     try:
-        status, body = _fresh(server, "GET", "/metrics")  # only the running worker accepts: it asks the stopped one
+        status, body = _first_answer(server, "/metrics", attempts=32)
     finally:
-        os.kill(int(stopped.stem), signal.SIGCONT)
+        os.kill(int(stopped.stem), signal.SIGCONT)  # the requests queued at the stopped worker are answered now
     assert status == 503, body
     answer = orjson.loads(body)
     assert answer["code"] == "worker_unavailable"
     assert f"worker {stopped.stem} of this server did not answer" in answer["error"]
     assert _fresh(server, "GET", "/metrics")[0] == 200  # answered again once it runs
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on ``port`` (IPv4 and IPv6), from /proc/net."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(fields[9])
+    return inodes
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    return inodes
+
+
+def test_every_worker_listens_on_a_socket_of_its_own(server: Server, tmp: Path) -> None:
+    """With SO_REUSEPORT the kernel spreads connections over the workers; a shared socket let one take them all."""
+    listening = _listening_inodes(server.port)
+    workers = [int(path.stem) for path in _sockets(tmp)]
+    assert len(workers) == WORKERS
+    owned = [listening & _socket_inodes(pid) for pid in workers]
+    assert [len(inodes) for inodes in owned] == [1] * WORKERS, (listening, owned)
+    assert len(listening) == WORKERS  # the supervisor's socket holds the port but does not listen
+    assert not listening & _socket_inodes(server.process.pid)
+
+
+def test_a_worker_whose_loop_hangs_is_killed_and_replaced(model_repository: Path, tmp_path: Path) -> None:
+    """A stopped worker stands for a hung one: no liveness answer for CNNSERVE_WORKER_TIMEOUT_S, then a new one."""
+    command = [sys.executable, "-m", "service", "--port", "{port}", "--repository", str(model_repository)]
+    env = {"CNNSERVE_WORKERS": "2", "CNNSERVE_MODELS": MODEL, "CNNSERVE_WORKER_TIMEOUT_S": "2", "TMPDIR": str(tmp_path)}
+    running = start("watchdog", command, env, "/v2/health/ready", tmp_path / "server.log", cpus=None)
+    try:
+        hung = _sockets(tmp_path)[0]
+        assert answers_liveness(hung)
+        os.kill(int(hung.stem), signal.SIGSTOP)
+        deadline = time.monotonic() + 4 * TIMEOUT_S
+        while hung.exists() or len(_sockets(tmp_path)) < WORKERS or not all(map(answers_liveness, _sockets(tmp_path))):
+            assert time.monotonic() < deadline, f"the hung worker was not replaced: {running.log()[-2000:]}"
+            time.sleep(0.2)
+        log = running.log()
+        assert f"worker {hung.stem} has not answered liveness checks for" in log
+        assert "(CNNSERVE_WORKER_TIMEOUT_S=2); killing it" in log
+        assert f"worker {hung.stem} died" in log
+        for _ in range(10):
+            assert _fresh(running, "POST", f"/v1/models/{MODEL}/classify", DIGIT)[0] == 200
+    finally:
+        assert running.stop() == 0, running.log()[-3000:]
