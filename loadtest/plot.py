@@ -15,6 +15,7 @@ matplotlib.use("Agg")  # files only: no display on servers and CI
 
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
+from loadtest.report import failed_steps  # noqa: E402
 from loadtest.results import ClosedLoad, StepReport, SweepReport  # noqa: E402
 
 #: Outcomes drawn as timeouts; every other non-2xx outcome is an error.
@@ -62,7 +63,7 @@ def plot(report: SweepReport, path: Path) -> None:
             axes.set_xscale("log", base=2)
         axes.grid(True, which="both", alpha=0.3)
         axes.legend()
-    failed = ", ".join(step.load.label for step in report.steps if step.failure is not None)
+    failed = ", ".join(step.load.label for step in failed_steps(report))
     target = report.target
     title = f"{target.model} @ {target.url}: {target.workload}" + (f"\nFAILED steps: {failed}" if failed else "")
     figure.suptitle(title, fontsize=10, color="red" if failed else "black")

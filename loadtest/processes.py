@@ -127,16 +127,19 @@ def _child(step: Step, part: Share, warm: Queue[Any], go: Event, done: Queue[Any
     done.put(result)
 
 
-async def _child_step(step: Step, part: Share, warm: Queue[Any], go: Event, said_warm: list[bool]) -> StepResult:
-    driver: LoadLoop
+async def start_loop(step: Step, part: Share) -> tuple[LoadLoop, int]:
+    """Start the loop ``part.load`` calls for; returns it with the answers its warm-up and window wait for."""
     if isinstance(part.load, ClosedLoad):
-        driver = ClosedLoop(step.endpoint, step.workload, step.timeout_s)
-        await driver.start(part.load.concurrency)
-        answers = part.load.concurrency
-    else:
-        driver = OpenLoop(step.endpoint, step.workload, step.timeout_s, part.max_connections)
-        driver.start(part.load.rate_per_s, part.load.arrival == "poisson", part.seed)
-        answers = 0
+        users = ClosedLoop(step.endpoint, step.workload, step.timeout_s)
+        await users.start(part.load.concurrency)
+        return users, part.load.concurrency
+    schedule = OpenLoop(step.endpoint, step.workload, step.timeout_s, part.max_connections)
+    schedule.start(part.load.rate_per_s, part.load.arrival == "poisson", part.seed)
+    return schedule, 0
+
+
+async def _child_step(step: Step, part: Share, warm: Queue[Any], go: Event, said_warm: list[bool]) -> StepResult:
+    driver, answers = await start_loop(step, part)
     await driver.warm_up(step.warmup_s, answers)
     warm.put(part.seed)
     said_warm.append(True)

@@ -17,12 +17,10 @@ from typing import Literal
 import uvloop
 
 from loadtest import __version__
-from loadtest.closed_loop import ClosedLoop
 from loadtest.http import Endpoint, exchange, get
 from loadtest.load_loop import LoadLoop
-from loadtest.open_loop import OpenLoop
 from loadtest.payloads import Workload
-from loadtest.processes import Step, run_shared, shares
+from loadtest.processes import Share, Step, run_shared, shares, start_loop
 from loadtest.prom import ServerView, Snapshot, parse, server_view
 from loadtest.report import summarise
 from loadtest.results import Arrival, ClosedLoad, Load, OpenLoad, ServerProcess, StepReport, SweepReport, Target
@@ -135,15 +133,9 @@ def _label(load: Load) -> str:
     return f"{load.rate_per_s:g} req/s {load.arrival}"
 
 
-async def _start(plan: Plan, load: Load) -> tuple[LoadLoop, int]:
-    """Start the loop that ``load`` calls for; returns it with the answers its warm-up and window wait for."""
-    if isinstance(load, ClosedLoad):
-        users = ClosedLoop(plan.endpoint, plan.workload, plan.timeout_s)
-        await users.start(load.concurrency)
-        return users, load.concurrency
-    schedule = OpenLoop(plan.endpoint, plan.workload, plan.timeout_s, plan.max_connections)
-    schedule.start(load.rate_per_s, load.arrival == "poisson", plan.seed)
-    return schedule, 0
+def _step(plan: Plan) -> Step:
+    """What every generator process of a step shares, from the plan."""
+    return Step(plan.endpoint, plan.workload, plan.timeout_s, plan.warmup_s, plan.duration_s)
 
 
 def _server(
@@ -180,7 +172,7 @@ class _Bracket:
 
 async def _measure_here(plan: Plan, load: Load, bracket: _Bracket) -> StepResult:
     """The step in this process: warm up, open the bracket, measure, drain, close it."""
-    driver, answers = await _start(plan, load)
+    driver, answers = await start_loop(_step(plan), Share(load, plan.max_connections, plan.max_requests, plan.seed))
     ticker = asyncio.get_running_loop().create_task(_progress(driver, _label(load))) if plan.progress else None
     try:
         await driver.warm_up(plan.warmup_s, answers)
@@ -200,11 +192,10 @@ async def run_step(plan: Plan, level: float) -> StepReport:
     load = _load(plan, level)
     bracket = _Bracket()
     if plan.processes > 1:
-        step = Step(plan.endpoint, plan.workload, plan.timeout_s, plan.warmup_s, plan.duration_s)
         parts = shares(load, plan.processes, plan.max_connections, plan.max_requests, plan.seed)
         if plan.progress:
             sys.stderr.write(f"[{_label(load)}] {len(parts)} generator processes, {plan.duration_s:g} s\n")
-        result = await run_shared(step, parts, lambda: bracket.open(plan), lambda: bracket.close(plan))
+        result = await run_shared(_step(plan), parts, lambda: bracket.open(plan), lambda: bracket.close(plan))
     else:
         result = await _measure_here(plan, load, bracket)
     server, problems = _server(bracket.before, bracket.after, bracket.problem)

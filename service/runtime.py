@@ -103,7 +103,8 @@ def create_session(
             break
         except (RuntimeError, ValueError) as err:
             failed, remaining = remaining[0], remaining[1:]
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            text = str(err).strip()
+            reason = text.splitlines()[0] if text else type(err).__name__
             if not remaining:
                 if prefs.require_gpu and failed in GPU_PROVIDERS:
                     raise ConfigError(
@@ -172,15 +173,19 @@ class ModelRunner:
         """Run one batch on session ``instance`` (a lone row on its solo session, when it has one)."""
         if self.solo_sessions is not None and next(iter(inputs.values())).shape[0] == 1:
             with self._gate:
-                results = self.solo_sessions[instance].run(self._output_names, dict(inputs))
-            return dict(zip(self._output_names, results, strict=True))
+                return self._outputs(self.solo_sessions[instance], inputs)
         return self._run(instance, inputs)
 
     def _run(self, instance: int, inputs: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
         if self._bound:
             return self._bound[instance].run(inputs)
-        results = self.sessions[instance].run(self._output_names, dict(inputs))
-        return dict(zip(self._output_names, results, strict=True))
+        return self._outputs(self.sessions[instance], inputs)
+
+    def _outputs(
+        self, session: ort.InferenceSession, inputs: Mapping[str, npt.NDArray[Any]]
+    ) -> dict[str, npt.NDArray[Any]]:
+        """``session.run`` on numpy inputs, its outputs by name."""
+        return dict(zip(self._output_names, session.run(self._output_names, dict(inputs)), strict=True))
 
     def staging(self, instance: int, rows: int) -> dict[str, npt.NDArray[Any]] | None:
         """Where the batcher merges a batch of ``rows`` for ``instance``: its staging buffers, when it is bound."""
@@ -191,8 +196,7 @@ class ModelRunner:
         never through the gate (an event loop must not wait for another process)."""
         if self.inline_sessions is None:
             return self._run(instance, inputs)
-        results = self.inline_sessions[instance].run(self._output_names, dict(inputs))
-        return dict(zip(self._output_names, results, strict=True))
+        return self._outputs(self.inline_sessions[instance], inputs)
 
     def warm_up(self, config: ModelConfig) -> int:
         """Run every batch bucket on every instance, so no request pays a first run (cuDNN's algorithm search,
@@ -210,9 +214,11 @@ class ModelRunner:
 
     def warm_up_solo(self, config: ModelConfig) -> int:
         """A batch of one on every solo session (they run no other size); returns the runs made."""
-        for instance in range(len(self.sessions) if self.solo_sessions is not None else 0):
-            self(instance, {t.name: np.zeros((1, *t.dims), V2_TO_NUMPY[t.datatype]) for t in config.input})
-        return len(self.sessions) if self.solo_sessions is not None else 0
+        if self.solo_sessions is None:
+            return 0
+        for instance in range(len(self.solo_sessions)):
+            self(instance, _zeros(config, 1))
+        return len(self.solo_sessions)
 
     def _warm(self, run: Callable[[int, dict[str, npt.NDArray[Any]]], object], config: ModelConfig) -> int:
         runs = 0
@@ -220,16 +226,21 @@ class ModelRunner:
             for rows in self.buckets:
                 # CUDA graphs are captured on a bucket's first runs after ORT's own warm-up runs: run each twice.
                 for _ in range(2 if config.optimization.cuda.graphs and self.device == "cuda" else 1):
-                    run(instance, {t.name: np.zeros((rows, *t.dims), V2_TO_NUMPY[t.datatype]) for t in config.input})
+                    run(instance, _zeros(config, rows))
                     runs += 1
         return runs
 
     def batch_one_s(self, config: ModelConfig) -> float:
         """Seconds one warm batch-1 run takes on instance 0 (best of three), to judge whether inline runs pay."""
-        inputs = {t.name: np.zeros((1, *t.dims), V2_TO_NUMPY[t.datatype]) for t in config.input}
+        inputs = _zeros(config, 1)
         best = float("inf")
         for _ in range(3):
             started = time.perf_counter()
             self(0, inputs)
             best = min(best, time.perf_counter() - started)
         return best
+
+
+def _zeros(config: ModelConfig, rows: int) -> dict[str, npt.NDArray[Any]]:
+    """A batch of ``rows`` zero rows for every input of the model: warm-up and timing runs."""
+    return {t.name: np.zeros((rows, *t.dims), V2_TO_NUMPY[t.datatype]) for t in config.input}

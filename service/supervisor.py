@@ -154,6 +154,7 @@ class Supervisor:
                     logger.error("worker %d failed to start; stopping the server", process.pid)
                     return STARTUP_FAILURE
                 logger.error("worker %d died (exit status %s); starting another", process.pid, process.exitcode)
+                self._answered.pop(process.pid, None)
                 self._processes[index] = self._start(port, peer_dir)
         return 0
 
@@ -180,8 +181,7 @@ class Supervisor:
                     "worker %d has not answered liveness checks for %.0f s (CNNSERVE_WORKER_TIMEOUT_S=%g); killing it",
                     pid, silent_s, self.worker_timeout_s,
                 )  # fmt: skip
-                process.kill()
-                self._answered.pop(pid, None)
+                process.kill()  # replaced on a later pass, like any worker that died
 
     def _stop_all(self) -> int:
         """SIGTERM every worker, wait for them to drain, kill what outlives the grace period; 0 if all exited 0."""

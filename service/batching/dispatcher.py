@@ -34,13 +34,13 @@ class BatchOutcome:
 
 
 def _execute(
-    run_batch: RunBatch, instance: int, items: list[Pending], staging: Staging | None = None
+    run_batch: RunBatch, instance: int, items: list[Pending], out: Tensors | None = None
 ) -> BatchOutcome | Exception:
-    """Merge (into the runner's staging buffers when it has them), run, split: the whole of one batch, on whichever
-    thread calls it. Failures are returned, not raised, so the inline and threaded paths complete the same way."""
+    """Merge (into ``out``, the runner's staging buffers, when given), run, split: the whole of one batch, on
+    whichever thread calls it. Failures are returned, not raised, so the inline and threaded paths complete the same
+    way."""
     try:
         t0 = time.perf_counter()
-        out = staging(instance, sum(item.rows for item in items)) if staging and len(items) > 1 else None
         merged = merge_inputs([item.inputs for item in items], out)
         t1 = time.perf_counter()
         outputs = run_batch(instance, merged)
@@ -122,7 +122,8 @@ class Dispatcher:
 
     async def _run_threaded(self, instance: int, items: list[Pending], rows: int, waits: tuple[float, ...]) -> None:
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self._executor, _execute, self._run_batch, instance, items, self._staging)
+        out = self._staging(instance, rows) if self._staging is not None and len(items) > 1 else None
+        result = await loop.run_in_executor(self._executor, _execute, self._run_batch, instance, items, out)
         self._complete(instance, items, rows, waits, result)
 
     def _complete(
