@@ -31,6 +31,7 @@ class Server:
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    grpc_port: int = 0  # the service's gRPC port, when its command line took one (``{grpc_port}``)
 
     @property
     def url(self) -> str:
@@ -89,11 +90,14 @@ def start(
 ) -> Server:
     """Start ``command`` (which must listen on the port it is given via ``{port}``) and wait until it is ready.
 
+    A ``{grpc_port}`` in ``command`` is given a second free port (the service's gRPC port).
+
     Raises:
         RuntimeError: the process exited, or was not ready within ``STARTUP_TIMEOUT_S`` (log tail quoted).
     """
     port = free_port()
-    argv = [part.replace("{port}", str(port)) for part in command]
+    grpc_port = free_port() if "{grpc_port}" in command else 0
+    argv = [part.replace("{port}", str(port)).replace("{grpc_port}", str(grpc_port)) for part in command]
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("CNNSERVE_", "BASELINE_"))}
     mine = os.sched_getaffinity(0)
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,7 +108,7 @@ def start(
             process = subprocess.Popen(argv, cwd=REPO_ROOT, env={**clean, **env}, stdout=log, stderr=subprocess.STDOUT)
         finally:
             os.sched_setaffinity(0, mine)
-    server = Server(name, process, port, log_path)
+    server = Server(name, process, port, log_path, grpc_port)
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -120,7 +124,10 @@ def start(
 
 def service(repository: Path, model: str, settings: dict[str, str], log_path: Path, cpus: set[int] | None) -> Server:
     """``python -m service`` serving only ``model``, with ``CNNSERVE_<KEY>`` settings."""
-    command = [sys.executable, "-m", "service", "--repository", str(repository), "--models", model, "--port", "{port}"]
+    command = [
+        sys.executable, "-m", "service", "--repository", str(repository), "--models", model,
+        "--port", "{port}", "--grpc-port", "{grpc_port}",
+    ]  # fmt: skip
     env = {f"CNNSERVE_{k.upper()}": v for k, v in settings.items()}
     return start(f"service {model}", command, env, "/v2/health/ready", log_path, cpus)
 

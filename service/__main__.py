@@ -1,4 +1,4 @@
-"""``python -m service``: serve a model repository over HTTP (defaults: the repo's models/ on 127.0.0.1:8000).
+"""``python -m service``: serve a model repository over HTTP and gRPC (defaults: the repo's models/, ports 8000, 8001).
 
 Flags override the ``CNNSERVE_*`` environment variables; see ``python -m service --help``.
 """
@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--models", help="comma-separated models to load (default: all in the repository)")
     parser.add_argument("--host", help="interface to listen on (default 127.0.0.1; 0.0.0.0 in containers)")
     parser.add_argument("--port", type=int, help="TCP port (default 8000)")
+    parser.add_argument("--grpc-port", type=int, help="KServe v2 gRPC port (default 8001; 0 turns gRPC off)")
     parser.add_argument("--workers", help="server processes, or auto: one per usable CPU (the default)")
     parser.add_argument("--log-format", choices=["text", "json"], help="log lines as text (default) or JSON")
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         "models": args.models,
         "host": args.host,
         "port": args.port,
+        "grpc_port": args.grpc_port,
         "workers": args.workers,
         "log_format": args.log_format,
         "log_level": args.log_level,
@@ -77,7 +79,8 @@ def main(argv: list[str] | None = None) -> None:
         for key, value in {**overrides, "workers": workers}.items():
             os.environ[f"CNNSERVE_{key.upper()}"] = str(value)
         config = uvicorn.Config("service.main:create_worker_app", factory=True, **common)  # type: ignore[arg-type]
-        sys.exit(Supervisor(config, workers, settings.graceful_shutdown_s, settings.worker_timeout_s).run())
+        supervisor = Supervisor(config, workers, settings.graceful_shutdown_s, settings.worker_timeout_s)
+        sys.exit(supervisor.run(settings.grpc_port))
     from service.main import create_app
 
     run_server(uvicorn.Config(create_app(settings), **common))  # type: ignore[arg-type]

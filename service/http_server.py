@@ -43,10 +43,18 @@ async def accept_backlog(
     return [(await loop.connect_accepted_socket(protocol_factory, c))[0] for c in connections]
 
 
+#: Where the app's lifespan state may hold a function called when draining starts (before any connection is closed):
+#: the app stops saying it is ready and stops its other listeners (gRPC) taking new calls.
+DRAIN_KEY = "cnnserve.drain"
+
+
 class DrainingServer(uvicorn.Server):
     """``uvicorn.Server`` whose shutdown first takes in the connections queued on its listeners (module docstring)."""
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        on_drain = self.lifespan.state.get(DRAIN_KEY)
+        if on_drain is not None:
+            on_drain()
         factory = functools.partial(
             self.config.http_protocol_class,  # type: ignore[call-arg]
             config=self.config,

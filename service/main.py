@@ -21,6 +21,8 @@ from service.api.middleware import RequestContextMiddleware
 from service.api.routes import RouteGroup, hot_routes, install
 from service.dataplane import DataPlane
 from service.errors import install_error_handlers
+from service.grpc_api.server import GrpcServer
+from service.http_server import DRAIN_KEY
 from service.image_decode import configure_pillow
 from service.logs import configure_logging
 from service.metrics import Metrics
@@ -37,6 +39,8 @@ DESCRIPTION = """Inference serving for CNN image classifiers exported to ONNX.
 * **REST**: `POST /v1/models/{model}/classify` with an image (raw body or multipart) answers the top-k labels.
 * **KServe v2** (Triton-compatible, `tritonclient` works unchanged): metadata, config, stats, repository,
   infer with JSON tensors or the binary tensor extension, classification extension.
+* **KServe v2 over gRPC** on `CNNSERVE_GRPC_PORT` (8001): Triton's `inference.GRPCInferenceService`, so
+  `tritonclient.grpc` works unchanged, and `grpc.health.v1.Health`.
 * **Metrics** at `/metrics` (Prometheus), including Triton's `nv_inference_*` names.
 
 Errors are `{"error": "<message>", "code": "<code>"}` with a 4xx/5xx status.
@@ -67,19 +71,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     admission = Admission(InflightLimit(settings.max_inflight_requests), metrics.shed, settings.access_log)
     metrics.server_inflight = lambda: admission.policy.inflight
 
+    grpc_server: GrpcServer | None = None  # built with the app, which answers its control-plane calls
+
+    def drain() -> None:
+        """The HTTP server has begun draining: say not ready, and have gRPC refuse new calls too."""
+        readiness.set(False)
+        if grpc_server is not None:
+            grpc_server.drain()
+
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Admission]]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, object]]:
         if poller is not None:
             poller.start()  # its first snapshot precedes the startup load, so a change made meanwhile is picked up
         try:
             await models.load_startup()
+            if grpc_server is not None:
+                await grpc_server.start()
             readiness.set(True)
             logger.info(
                 "ready: serving %s from %s", sorted({m.config.name for m in models.served()}), models.repository
             )
-            yield {STATE_KEY: admission}
+            yield {STATE_KEY: admission, DRAIN_KEY: drain}
         finally:
             readiness.set(False)
+            if grpc_server is not None:
+                await grpc_server.stop()
             if poller is not None:
                 await poller.stop()
             await models.close()  # uvicorn has already drained the connections: this runs what is still queued
@@ -109,6 +125,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(ClusterMiddleware, peers=peers, max_body_bytes=settings.max_body_bytes)
     token = settings.auth_token.get_secret_value() if settings.auth_token else None
     app.add_middleware(RequestContextMiddleware, auth_token=token, access_log=settings.access_log)  # outermost
+    if settings.grpc_port:
+        grpc_server = GrpcServer(settings, plane, admission, readiness, app, shared_port=peers is not None)
     return app
 
 

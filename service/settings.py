@@ -44,6 +44,19 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Interface to listen on (0.0.0.0 in containers).")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port to listen on.")
+    grpc_port: int = Field(
+        default=8001,
+        ge=0,
+        le=65535,
+        description="TCP port of the KServe v2 gRPC API (Triton's inference.GRPCInferenceService, what "
+        "tritonclient.grpc speaks) and the grpc.health.v1 service, on the same host; 0 turns gRPC off.",
+    )
+    grpc_max_message_bytes: int = Field(
+        default=64 * 2**20,
+        ge=1024,
+        le=2**31 - 1,
+        description="Largest gRPC message received or sent; a larger one fails with RESOURCE_EXHAUSTED.",
+    )
     workers: Literal["auto"] | Annotated[int, Field(ge=1)] = Field(
         default="auto",
         description="Server processes behind the one port, answering as one server; auto: one per CPU this process "

@@ -1,10 +1,10 @@
 """Several worker processes behind one port, run as one server: ``python -m service`` with ``CNNSERVE_WORKERS`` > 1.
 
 The supervisor reserves the port, starts the workers (each a ``DrainingServer`` on its own listening socket on that
-port and on its own Unix socket in a private folder, ``service/peers.py``), restarts a worker that dies, and on
-SIGTERM or SIGINT has every worker drain (each exactly as a single-process server does) before it exits 0. It loads
-no model and serves no request itself. A worker that fails at startup stops the server: the next would fail the same
-way.
+port and on its own Unix socket in a private folder, ``service/peers.py``; the gRPC port is shared the same way),
+restarts a worker that dies, and on SIGTERM or SIGINT has every worker drain (each exactly as a single-process
+server does) before it exits 0. It loads no model and serves no request itself. A worker that fails at startup stops
+the server: the next would fail the same way.
 
 Each worker listens on a socket of its own with ``SO_REUSEPORT``, and the kernel spreads new connections over them
 by a hash of their addresses. One listening socket shared by all workers spreads them by who wakes first: a burst of
@@ -40,6 +40,8 @@ from service.peers import PEER_DIR_ENV, WORKER_COUNT_ENV
 
 logger = logging.getLogger(__name__)
 
+#: The setting that gives the workers the gRPC port (the one the supervisor reserved, when asked for port 0).
+GRPC_PORT_ENV = "CNNSERVE_GRPC_PORT"
 #: Beyond the graceful shutdown period, how long the supervisor waits for a worker to exit before killing it.
 EXIT_MARGIN_S = 10.0
 #: How often a ready worker's liveness is checked, and how long one check waits for the answer.
@@ -117,11 +119,18 @@ class Supervisor:
         self._context = multiprocessing.get_context("spawn")
         self._processes: list[Any] = []
 
-    def run(self) -> int:
-        """Serve until SIGTERM or SIGINT; the exit status: 0 after a clean drain, else the first worker's failure."""
-        reserved = port_socket(self.config.host, self.config.port)  # bound, never listening: see the docstring
-        port = reserved.getsockname()[1]  # the port asked for, or the one the kernel chose for port 0
+    def run(self, grpc_port: int = 0) -> int:
+        """Serve until SIGTERM or SIGINT; the exit status: 0 after a clean drain, else the first worker's failure.
+
+        Args:
+            grpc_port: The gRPC port the workers share (0: gRPC is off); reserved here like the HTTP port.
+        """
+        reserved = [port_socket(self.config.host, self.config.port)]  # bound, never listening: see the docstring
+        port = reserved[0].getsockname()[1]  # the port asked for, or the one the kernel chose for port 0
         logger.info("serving http://%s:%d: each worker on a socket of its own (SO_REUSEPORT)", self.config.host, port)
+        if grpc_port:
+            reserved.append(port_socket(self.config.host, grpc_port))
+            os.environ[GRPC_PORT_ENV] = str(reserved[-1].getsockname()[1])  # the workers read their settings from it
         peer_dir = tempfile.mkdtemp(prefix="cnnserve-peers-")  # mode 0700: only this user reaches the workers
         os.environ[PEER_DIR_ENV] = peer_dir
         os.environ[WORKER_COUNT_ENV] = str(self.workers)
@@ -133,7 +142,8 @@ class Supervisor:
             status = self._watch(port, peer_dir)
             return self._stop_all() or status
         finally:
-            reserved.close()
+            for sock in reserved:
+                sock.close()
             shutil.rmtree(peer_dir, ignore_errors=True)
 
     def _start(self, port: int, peer_dir: str) -> Any:

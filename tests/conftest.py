@@ -8,10 +8,15 @@ selects by kind without listing paths.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+
+# Apps built in the test process (``create_app``) serve no gRPC unless a test asks: the default port, 8001, may be
+# taken on a developer's machine. Servers started as processes get a free gRPC port each (bench/servers.py).
+os.environ.setdefault("CNNSERVE_GRPC_PORT", "0")
 
 TESTS_ROOT = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_ROOT.parent

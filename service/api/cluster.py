@@ -18,8 +18,9 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.api.asgi_call import call_app
 from service.api.body import read_raw_body
 from service.cluster_merge import merge_model_stats, merge_prometheus, merge_repository_index
 from service.errors import ServiceError, error_response, render
@@ -87,7 +88,7 @@ class ClusterMiddleware:
         except ServiceError as err:
             await render(err)(scope, receive, send)
             return
-        local = await _answer_locally(self.app, scope, body)
+        local = PeerAnswer("local", *await call_app(self.app, scope, body))
         answers = [local, *await self.peers.ask_all(_forwarded(scope, body), route.timeout_s)]
         failed = next((a for a in answers if a.status != 200), None)
         if failed is not None:
@@ -114,30 +115,6 @@ def _failure(failed: PeerAnswer, local: PeerAnswer) -> Response:
     reason = f"answered {failed.status}" if failed.status else "did not answer"
     message = f"worker {failed.worker} of this server {reason}; the answer would cover only part of the server"
     return error_response(503, "worker_unavailable", message)
-
-
-async def _answer_locally(app: ASGIApp, scope: Scope, body: bytes) -> PeerAnswer:
-    """Run the request through this worker's app with the body already read, capturing the answer."""
-    status = 500
-    parts: list[bytes] = []
-    sent = False
-
-    async def receive() -> Message:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def capture(message: Message) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-        elif message["type"] == "http.response.body":
-            parts.append(message.get("body", b""))
-
-    await app(scope, receive, capture)
-    return PeerAnswer("local", status, b"".join(parts))
 
 
 def _forwarded(scope: Scope, body: bytes) -> bytes:

@@ -18,7 +18,7 @@ import orjson
 from service.api.client_numbers import MAX_TIMEOUT_US
 from service.datatypes import NUMPY_TO_V2
 from service.errors import BadRequest
-from service.signature import Signature
+from service.signature import InputSpec, Signature
 
 Array = npt.NDArray[Any]
 
@@ -59,20 +59,24 @@ def _parameters(obj: Mapping[str, Any], where: str) -> Mapping[str, Any]:
     return params or {}
 
 
-def _parse_input(
-    raw: Any, sig: Signature, binary: memoryview, offset: int
-) -> tuple[str, Array, int]:  # (name, array, new binary offset)
-    if not isinstance(raw, dict):
-        raise BadRequest(f"each entry of 'inputs' must be an object, got {type(raw).__name__}")
-    name = _field(raw, "name", str, "input")
+def input_spec(sig: Signature, name: str) -> InputSpec:
+    """The model's input called ``name``; any protocol's request names its inputs."""
     spec = sig.inputs.get(name)
     if spec is None:
         raise BadRequest(f"unknown input '{name}' for model '{sig.model}'; it expects {sorted(sig.inputs)}")
+    return spec
+
+
+def checked_elements(sig: Signature, name: str, datatype: str, shape: list[Any]) -> int:
+    """The number of elements an input of ``datatype`` and ``shape`` carries, once both match the model's input.
+
+    Raises:
+        BadRequest: the datatype or the shape (rank, dims, batch axis) is not what the model takes.
+    """
+    spec = input_spec(sig, name)
     where = f"input '{name}'"
-    datatype = _field(raw, "datatype", str, where)
     if datatype != spec.datatype:
         raise BadRequest(f"{where} has datatype {datatype}, model '{sig.model}' expects {spec.datatype}")
-    shape = _field(raw, "shape", list, where)
     if (
         len(shape) != len(spec.dims) + 1
         or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
@@ -80,17 +84,73 @@ def _parse_input(
         or shape[0] < 1
     ):
         raise BadRequest(f"{where} has shape {shape}, expected {sig.expected_shape(name)}")
-    count = shape[0] * spec.row_elements
+    return int(shape[0] * spec.row_elements)
+
+
+def checked_byte_size(name: str, size: object, shape: list[int], datatype: str, needed: int, how: str = "") -> None:
+    """Refuse binary tensor data whose ``size`` is not the ``needed`` bytes of ``shape``.
+
+    ``how`` says how the size was given (the binary extension's ``binary_data_size`` by default).
+    """
+    if not isinstance(size, int) or isinstance(size, bool) or size != needed:
+        given = how or f"binary_data_size {size}"
+        raise BadRequest(f"input '{name}' has {given}, but shape {shape} of {datatype} needs {needed} bytes")
+
+
+def batch_rows(inputs: Mapping[str, Array], sig: Signature) -> int:
+    """The batch size (axis 0) every input shares, once every input the model takes is present.
+
+    Raises:
+        BadRequest: an input is missing, or the inputs disagree on the batch size.
+    """
+    if len(inputs) != len(sig.inputs):
+        raise BadRequest(f"missing input(s) {sorted(set(sig.inputs) - set(inputs))} for model '{sig.model}'")
+    rows = {array.shape[0] for array in inputs.values()}
+    if len(rows) != 1:
+        raise BadRequest(f"inputs disagree on the batch size (axis 0): {sorted(rows)}")
+    return int(rows.pop())
+
+
+def checked_timeout(timeout: object) -> int | None:
+    """A request's ``timeout`` parameter: whole microseconds from 0 to ``MAX_TIMEOUT_US``, or None when absent."""
+    if timeout is not None and (type(timeout) is not int or not 0 <= timeout <= MAX_TIMEOUT_US):  # bool is no int
+        raise BadRequest(
+            f"parameters.timeout must be a whole number of microseconds from 0 to {MAX_TIMEOUT_US} (one hour), "
+            f"got {timeout!r:.40}",
+            code="bad_timeout",
+        )
+    return timeout
+
+
+def requested_output(sig: Signature, name: str, binary: object, classification: object) -> RequestedOutput:
+    """One output a request asks for, checked: a known name, ``binary`` a boolean, ``classification`` k >= 0."""
+    if name not in sig.outputs:
+        raise BadRequest(f"unknown output '{name}' for model '{sig.model}'; it has {list(sig.outputs)}")
+    k = classification
+    if not isinstance(binary, bool) or not isinstance(k, int) or isinstance(k, bool) or k < 0:
+        raise BadRequest(
+            f"output '{name}': parameters.binary_data must be a boolean and classification an integer >= 0"
+        )
+    return RequestedOutput(name, binary, k)
+
+
+def _parse_input(
+    raw: Any, sig: Signature, binary: memoryview, offset: int
+) -> tuple[str, Array, int]:  # (name, array, new binary offset)
+    if not isinstance(raw, dict):
+        raise BadRequest(f"each entry of 'inputs' must be an object, got {type(raw).__name__}")
+    name = _field(raw, "name", str, "input")
+    spec = input_spec(sig, name)
+    where = f"input '{name}'"
+    datatype = _field(raw, "datatype", str, where)
+    shape = _field(raw, "shape", list, where) if datatype == spec.datatype else []
+    count = checked_elements(sig, name, datatype, shape)
     params = _parameters(raw, f"{where}: ")
     if "shared_memory_region" in params:
         raise BadRequest(f"{where}: shared memory is not supported; send the data in the body")
     size = params.get("binary_data_size")
     if size is not None:
-        needed = count * spec.dtype.itemsize
-        if not isinstance(size, int) or size != needed:
-            raise BadRequest(
-                f"{where} has binary_data_size {size}, but shape {shape} of {datatype} needs {needed} bytes"
-            )
+        checked_byte_size(name, size, shape, datatype, count * spec.dtype.itemsize)
         if offset + size > len(binary):
             raise BadRequest(
                 f"{where} needs bytes {offset}..{offset + size} of the binary data, which holds only {len(binary)}"
@@ -122,16 +182,10 @@ def _parse_outputs(raw: Any, sig: Signature, binary_default: bool) -> tuple[Requ
     wanted = []
     for entry in raw:
         name = _field(entry if isinstance(entry, dict) else {}, "name", str, "output")
-        if name not in sig.outputs:
-            raise BadRequest(f"unknown output '{name}' for model '{sig.model}'; it has {list(sig.outputs)}")
-        params = _parameters(entry, f"output '{name}': ")
-        binary = params.get("binary_data", binary_default)
-        k = params.get("classification", 0)
-        if not isinstance(binary, bool) or not isinstance(k, int) or isinstance(k, bool) or k < 0:
-            raise BadRequest(
-                f"output '{name}': parameters.binary_data must be a boolean and classification an integer >= 0"
-            )
-        wanted.append(RequestedOutput(name, binary, k))
+        params = _parameters(entry, f"output '{name}': ") if name in sig.outputs else {}
+        wanted.append(
+            requested_output(sig, name, params.get("binary_data", binary_default), params.get("classification", 0))
+        )
     return tuple(wanted)
 
 
@@ -167,23 +221,13 @@ def parse_infer_request(body: bytes, header_length: int | None, sig: Signature) 
         if name in inputs:
             raise BadRequest(f"input '{name}' appears twice")
         inputs[name] = array
-    if len(inputs) != len(sig.inputs):
-        raise BadRequest(f"missing input(s) {sorted(set(sig.inputs) - set(inputs))} for model '{sig.model}'")
-    if offset != len(binary):
+    if len(inputs) == len(sig.inputs) and offset != len(binary):
         raise BadRequest(
             f"the body carries {len(binary)} bytes of binary data but the inputs' binary_data_size add up to {offset}"
         )
-    rows = {array.shape[0] for array in inputs.values()}
-    if len(rows) != 1:
-        raise BadRequest(f"inputs disagree on the batch size (axis 0): {sorted(rows)}")
+    rows = batch_rows(inputs, sig)
     params = _parameters(header, "")
-    timeout = params.get("timeout")
-    if timeout is not None and (type(timeout) is not int or not 0 <= timeout <= MAX_TIMEOUT_US):  # bool is no int
-        raise BadRequest(
-            f"parameters.timeout must be a whole number of microseconds from 0 to {MAX_TIMEOUT_US} (one hour), "
-            f"got {timeout!r:.40}",
-            code="bad_timeout",
-        )
+    timeout = checked_timeout(params.get("timeout"))
     binary_default = params.get("binary_data_output", False)
     if not isinstance(binary_default, bool):
         raise BadRequest(f"parameters.binary_data_output must be a boolean, got {binary_default!r}")
@@ -191,13 +235,13 @@ def parse_infer_request(body: bytes, header_length: int | None, sig: Signature) 
     return InferRequest(
         id=None if request_id is None else str(request_id),
         inputs=inputs,
-        rows=rows.pop(),
+        rows=rows,
         outputs=_parse_outputs(header.get("outputs"), sig, binary_default),
         timeout_us=timeout,
     )
 
 
-def _classification(values: Array, k: int, labels: tuple[str, ...]) -> Array:
+def classification(values: Array, k: int, labels: tuple[str, ...]) -> Array:
     """Triton's classification extension: the top ``k`` of each row as BYTES ``"value:index[:label]"``."""
     rows = values.reshape(values.shape[0], -1)
     k = min(k, rows.shape[1])
@@ -210,7 +254,7 @@ def _classification(values: Array, k: int, labels: tuple[str, ...]) -> Array:
     return out
 
 
-def _bytes_tensor(array: Array) -> bytes:
+def bytes_tensor(array: Array) -> bytes:
     """The binary form of a BYTES tensor: each element as a 4-byte little-endian length and its bytes."""
     return b"".join(len(item).to_bytes(4, "little") + item for item in array.reshape(-1))
 
@@ -230,10 +274,10 @@ def encode_infer_response(
         array = outputs[out.name]
         datatype = "BYTES" if out.classification else NUMPY_TO_V2[array.dtype.str]
         if out.classification:
-            array = _classification(array, out.classification, labels)
+            array = classification(array, out.classification, labels)
         entry: dict[str, Any] = {"name": out.name, "datatype": datatype, "shape": list(array.shape)}
         if out.binary:
-            data = _bytes_tensor(array) if datatype == "BYTES" else np.ascontiguousarray(array).data.cast("B")
+            data = bytes_tensor(array) if datatype == "BYTES" else np.ascontiguousarray(array).data.cast("B")
             entry["parameters"] = {"binary_data_size": len(data)}
             buffers.append(data)
         elif datatype == "BYTES":

@@ -45,7 +45,7 @@ def service_url(tmp_path: Path) -> Iterator[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CNNSERVE_")} | _configmap_env()
     with (tmp_path / "service.log").open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), "--grpc-port", "0"],
             cwd=REPO_ROOT,
             env=env,
             stdout=log,

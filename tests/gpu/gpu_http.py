@@ -68,7 +68,8 @@ def serving(plan: HttpPlan, log: Path) -> Iterator[tuple[int, int]]:
         "PYTHONUNBUFFERED": "1",
     }
     command = [sys.executable, "-m", "service", "--repository", str(plan.repository), "--models", plan.model,
-               "--host", "127.0.0.1", "--port", str(port), "--workers", str(plan.workers)]  # fmt: skip
+               "--host", "127.0.0.1", "--port", str(port), "--grpc-port", "0",
+               "--workers", str(plan.workers)]  # fmt: skip
     with log.open("w") as sink:
         server = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT,
                                   start_new_session=True)  # fmt: skip

@@ -47,7 +47,8 @@ def start_gated_server(repository: Path, log_path: Path, gate: Path, **settings:
     Raises:
         RuntimeError: it exited, or was not ready in time (log tail quoted).
     """
-    command = [sys.executable, "-m", "gated_service", str(gate), "--port", "{port}", "--repository", str(repository)]
+    command = [sys.executable, "-m", "gated_service", str(gate), "--port", "{port}", "--grpc-port", "{grpc_port}"]
+    command += ["--repository", str(repository)]
     settings.setdefault("workers", "1")  # the gate is patched into this one process
     env = {"PYTHONPATH": str(HERE)} | {f"CNNSERVE_{key.upper()}": value for key, value in settings.items()}
     return start("gated service", command, env, "/v2/health/ready", log_path, cpus=None)

@@ -34,7 +34,7 @@ def start_server(
     passes another ``model_control``; the service's own default, ``none``, is tested in test_model_control.py.
     """
     settings.setdefault("model_control", "explicit")
-    command = [sys.executable, "-m", "service", "--port", "{port}", *flags]
+    command = [sys.executable, "-m", "service", "--port", "{port}", "--grpc-port", "{grpc_port}", *flags]
     if repository is not None:
         command += ["--repository", str(repository)]
     env = {f"CNNSERVE_{key.upper()}": value for key, value in settings.items()}

@@ -52,6 +52,7 @@ def test_a_config_disagreeing_with_its_graph_refuses_to_start_naming_the_field(
     config["labels"] = [str(i) for i in range(12)]
     config_path.write_text(json.dumps(config))
     command = [sys.executable, "-m", "service", "--repository", str(repository), "--port", str(free_port())]
+    command += ["--grpc-port", "0"]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "output[0] 'logits': dims[0] is 12 but the ONNX graph has 10" in result.stderr

@@ -40,7 +40,8 @@ def tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(model_repository: Path, tmp: Path) -> Iterator[Server]:
-    command = [sys.executable, "-m", "service", "--port", "{port}", "--repository", str(model_repository)]
+    command = [sys.executable, "-m", "service", "--port", "{port}", "--grpc-port", "{grpc_port}"]
+    command += ["--repository", str(model_repository)]
     env = {
         "CNNSERVE_WORKERS": str(WORKERS),
         "CNNSERVE_MODELS": MODEL,
@@ -206,7 +207,8 @@ def test_every_worker_listens_on_a_socket_of_its_own(server: Server, tmp: Path) 
 
 def test_a_worker_whose_loop_hangs_is_killed_and_replaced(model_repository: Path, tmp_path: Path) -> None:
     """A stopped worker stands for a hung one: no liveness answer for CNNSERVE_WORKER_TIMEOUT_S, then a new one."""
-    command = [sys.executable, "-m", "service", "--port", "{port}", "--repository", str(model_repository)]
+    command = [sys.executable, "-m", "service", "--port", "{port}", "--grpc-port", "{grpc_port}"]
+    command += ["--repository", str(model_repository)]
     env = {"CNNSERVE_WORKERS": "2", "CNNSERVE_MODELS": MODEL, "CNNSERVE_WORKER_TIMEOUT_S": "2", "TMPDIR": str(tmp_path)}
     running = start("watchdog", command, env, "/v2/health/ready", tmp_path / "server.log", cpus=None)
     try:

@@ -18,9 +18,10 @@ def test_defaults_serve_the_repositorys_own_models_folder(monkeypatch: pytest.Mo
     settings = Settings()
     assert settings.repository_path == DEFAULT_REPOSITORY
     assert Path(__file__).resolve().parents[2] / "models" == DEFAULT_REPOSITORY
-    assert (settings.host, settings.port, settings.auth_token, settings.max_queue_size) == (
+    assert (settings.host, settings.port, settings.grpc_port, settings.auth_token, settings.max_queue_size) == (
         "127.0.0.1",
         8000,
+        8001,  # Triton's
         None,
         None,
     )
