@@ -99,7 +99,11 @@ class Batcher:
             self._dispatcher.dispatch([item])  # inline: answered when it returns
             return item.future.result()
         self._queue.put(item)
-        return await item.future
+        try:
+            return await item.future
+        except asyncio.CancelledError:  # the caller is gone (a cancelled gRPC call): out of the queue's count now
+            self._queue.drop(item)
+            raise
 
     def _cool(self) -> None:
         self._hot = False

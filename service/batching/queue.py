@@ -189,11 +189,11 @@ class RequestQueue:
             item = items[0]
             if item.future.done():  # expired, or its caller was cancelled
                 items.popleft()
-                self._drop(item)
+                self.drop(item)
                 continue
             if item.is_gone is not None and item.is_gone():
                 items.popleft()
-                self._drop(item)
+                self.drop(item)
                 item.future.set_exception(ClientGone("client disconnected while queued; request dropped"))
                 continue
             if rows + item.rows > room:
@@ -232,11 +232,12 @@ class RequestQueue:
 
     def _expire(self, item: Pending) -> None:
         """Fail a request whose deadline passed before it started; it never runs."""
-        self._drop(item)
+        self.drop(item)
         if not item.future.done():
             item.future.set_exception(DeadlineExpired("deadline passed while queued; the request did not run"))
 
-    def _drop(self, item: Pending) -> None:
+    def drop(self, item: Pending) -> None:
+        """Stop counting ``item`` and its deadline (taken, expired, or its caller gone: skipped when its turn comes)."""
         self._settle(item)
         if item.timer is not None:
             item.timer.cancel()

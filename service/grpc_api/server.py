@@ -71,19 +71,10 @@ class GrpcServer:
     ) -> None:
         self.settings = settings
         self.port = settings.grpc_port
-        limit = settings.grpc_max_message_bytes
-        options: list[tuple[str, Any]] = [
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.max_send_message_length", limit),
-            ("grpc.so_reuseport", int(shared_port)),
-        ]
-        token = settings.auth_token.get_secret_value() if settings.auth_token else None
-        self._server = grpc.aio.server(options=options, interceptors=[BearerAuth(token)] if token else [])
-        bridge = AppBridge(app, (settings.host, settings.grpc_port))
-        service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceService(plane, admission, bridge), self._server
-        )
-        health_pb2_grpc.add_HealthServicer_to_server(HealthService(readiness), self._server)
+        self.shared_port = shared_port
+        self.service = InferenceService(plane, admission, AppBridge(app, (settings.host, settings.grpc_port)))
+        self.health = HealthService(readiness)
+        self._server: Any = None  # made in start(): grpc.aio binds a server to the event loop running then
         self._stopping: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -92,7 +83,17 @@ class GrpcServer:
         Raises:
             ConfigError: the port cannot be bound (in use, or the host is not this machine's).
         """
-        address = listen_address(self.settings.host, self.port)
+        settings = self.settings
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
+            ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
+            ("grpc.so_reuseport", int(self.shared_port)),
+        ]
+        token = settings.auth_token.get_secret_value() if settings.auth_token else None
+        self._server = grpc.aio.server(options=options, interceptors=[BearerAuth(token)] if token else [])
+        service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(self.service, self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        address = listen_address(settings.host, self.port)
         try:
             self.port = self._server.add_insecure_port(address)
         except RuntimeError as err:
@@ -108,7 +109,7 @@ class GrpcServer:
 
     def drain(self) -> None:
         """Refuse new calls from now on; calls under way get the graceful shutdown period."""
-        if self._stopping is None:
+        if self._server is not None and self._stopping is None:
             self._stopping = asyncio.get_running_loop().create_task(
                 self._server.stop(self.settings.graceful_shutdown_s)
             )
@@ -116,5 +117,5 @@ class GrpcServer:
     async def stop(self) -> None:
         """Drain (if not already) and wait until the last call has ended."""
         self.drain()
-        assert self._stopping is not None
-        await self._stopping
+        if self._stopping is not None:
+            await self._stopping

@@ -2,8 +2,8 @@
 
 Inputs come as ``raw_input_contents`` (little-endian bytes, one entry per input, in order: what ``tritonclient.grpc``
 sends) or as typed ``contents``; outputs always go back as ``raw_output_contents``, as Triton answers. Every check
-and every message is the HTTP codec's (``service.api.v2_codec``), so both protocols refuse the same request the
-same way.
+and every message is shared with the HTTP codec (``service.api.v2_tensors``), so both protocols refuse the same
+request the same way.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from tritonclient.grpc import service_pb2
 
-from service.api.v2_codec import (
+from service.api.v2_tensors import (
     Array,
     InferRequest,
     RequestedOutput,

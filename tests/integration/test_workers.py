@@ -16,10 +16,14 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import orjson
 import pytest
+import tritonclient.grpc
 from live_server import REPO_ROOT, metric_value
+from tritonclient.utils import InferenceServerException
 
 from bench.servers import Server, start
 from service.supervisor import UnixHTTPConnection, answers_liveness
@@ -227,3 +231,52 @@ def test_a_worker_whose_loop_hangs_is_killed_and_replaced(model_repository: Path
             assert _fresh(running, "POST", f"/v1/models/{MODEL}/classify", DIGIT)[0] == 200
     finally:
         assert running.stop() == 0, running.log()[-3000:]
+
+
+def _grpc(server: Server) -> Any:
+    """A tritonclient gRPC client on a fresh channel: whichever worker the kernel gives it."""
+    return tritonclient.grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+
+
+def _digit_tensor() -> Any:
+    tensor = tritonclient.grpc.InferInput("input", [1, 1, 32, 32], "FP32")
+    tensor.set_data_from_numpy(np.zeros((1, 1, 32, 32), np.float32))
+    return tensor
+
+
+def test_grpc_statistics_and_repository_control_speak_for_every_worker(server: Server, tmp: Path) -> None:
+    """K gRPC requests on fresh channels: every statistics call shows K; an unload reaches every worker."""
+
+    def inferences(client: Any) -> int:
+        return int(client.get_inference_statistics(MODEL, as_json=True)["model_stats"][0]["inference_count"])
+
+    def parts() -> list[int]:
+        return [_inferences(_fresh(worker, "GET", f"/v2/models/{MODEL}/stats")[1]) for worker in _sockets(tmp)]
+
+    with _grpc(server) as client:
+        before = inferences(client)
+    parts_before = parts()
+    for _ in range(REQUESTS):
+        with _grpc(server) as client:
+            client.infer(MODEL, [_digit_tensor()])
+    added = [after - earlier for after, earlier in zip(parts(), parts_before, strict=True)]
+    print(f"\n{REQUESTS} gRPC requests on fresh channels; each worker served {added}")
+    assert sum(added) == REQUESTS
+    for _ in range(10):
+        with _grpc(server) as client:
+            assert inferences(client) - before == REQUESTS
+    with _grpc(server) as client:
+        client.unload_model(MODEL)
+    try:
+        for _ in range(10):
+            with _grpc(server) as client:
+                assert not client.is_model_ready(MODEL)
+                with pytest.raises(InferenceServerException) as caught:
+                    client.infer(MODEL, [_digit_tensor()])
+                assert caught.value.status() == "StatusCode.UNAVAILABLE"
+    finally:
+        with _grpc(server) as client:
+            client.load_model(MODEL)
+    for _ in range(10):
+        with _grpc(server) as client:
+            assert client.is_model_ready(MODEL)

@@ -302,6 +302,9 @@ async def test_cancelled_callers_leave_the_queue_and_never_run() -> None:
     await asyncio.sleep(0.01)
     assert batcher.queued == 1
     victim.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await victim
+    assert batcher.queued == 0  # at once, while the model is still held: not when the next batch forms
     model.gate.set()
     await running
     await submit(batcher, 1.0)
