@@ -94,10 +94,11 @@ ENV PATH=/opt/cnnserve/bin:$PATH \
     CNNSERVE_LOG_FORMAT=json
 USER 10001:10001
 WORKDIR /tmp
-EXPOSE 8000
+# HTTP (REST, KServe v2, /metrics) and KServe v2 over gRPC (tritonclient.grpc, grpc.health.v1).
+EXPOSE 8000 8001
 STOPSIGNAL SIGTERM
 # Python's own urllib: the image carries no curl. urlopen raises on 503 (not ready) or no answer, and an uncaught
 # exception exits with status 1, which is what "unhealthy" means to the engine.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=2)"]
-CMD ["python", "-m", "service", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["python", "-m", "service", "--host", "0.0.0.0", "--port", "8000", "--grpc-port", "8001"]

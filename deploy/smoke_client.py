@@ -1,10 +1,11 @@
-"""Smoke requests against a running cnnserve (a container, usually): readiness, classification, v2, metrics.
+"""Smoke requests against a running cnnserve (a container, usually): readiness, classification, v2, metrics, gRPC.
 
 ``.ci/container-smoke`` runs it against the image it built. It waits for readiness (bounded), classifies every
 committed sample digit (``samples/digits/digit-<label>.png``) as a raw PNG body, once more enlarged 4x with
-Pillow, checks the KServe v2 model metadata, then checks /metrics counted those requests. Standard library only,
-plus Pillow for the enlarged copy. Exits non-zero on the first failed expectation, printing what was expected.
-Usage: ``python deploy/smoke_client.py --url http://127.0.0.1:PORT [--model lenet5_digits]``.
+Pillow, checks the KServe v2 model metadata, then checks /metrics counted those requests; with ``--grpc``, it also
+checks the gRPC health service and classifies a digit through ``tritonclient.grpc``. Exits non-zero on the first
+failed expectation, printing what was expected.
+Usage: ``python deploy/smoke_client.py --url http://127.0.0.1:PORT [--grpc 127.0.0.1:PORT] [--model M]``.
 """
 
 from __future__ import annotations
@@ -123,11 +124,37 @@ def check_metrics(base: str, model: str, sent: int) -> None:
             raise SmokeFailure(f"/metrics {name}{{model={model}}}: expected >= {sent}, got {got}")
 
 
+def check_grpc(address: str, model: str) -> None:
+    """Over gRPC (``tritonclient.grpc``, as Triton's users run it): health SERVING, and a digit classified right."""
+    import grpc
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    if health.status != health_pb2.HealthCheckResponse.SERVING:
+        raise SmokeFailure(f"gRPC health of {address}: {health.status}, expected SERVING")
+    with grpcclient.InferenceServerClient(address) as client:
+        (tensor,) = client.get_model_metadata(model).inputs
+        size = int(tensor.shape[-1])
+        digit = Image.open(SAMPLES / "digit-7.png").convert("L").resize((size, size), Image.Resampling.BILINEAR)
+        x = (np.asarray(digit, np.float32) / 255.0).reshape(1, 1, size, size)
+        wanted = grpcclient.InferInput(tensor.name, list(x.shape), tensor.datatype)
+        wanted.set_data_from_numpy(x)
+        top = client.infer(model, [wanted], outputs=[grpcclient.InferRequestedOutput("logits", class_count=1)])
+    label = top.as_numpy("logits")[0][0].decode().split(":")[-1]
+    if label != "7":
+        raise SmokeFailure(f"gRPC infer of digit-7.png answered {label!r}, expected '7'")
+    print(f"smoke: gRPC {address}: health SERVING, digit-7.png as raw pixels -> {label!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every check in order; print timings; exit 1 on the first failure."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True, help="base URL, e.g. http://127.0.0.1:8000")
     parser.add_argument("--model", default="lenet5_digits", help="model to classify with")
+    parser.add_argument("--grpc", help="also check the KServe v2 gRPC port at HOST:PORT")
     parser.add_argument("--ready-timeout-s", type=float, default=120.0, help="bound on the wait for readiness")
     args = parser.parse_args(argv)
     base = args.url.rstrip("/")
@@ -144,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         check_v2_metadata(base, args.model)
         check_metrics(base, args.model, total)
         print("smoke: v2 metadata and /metrics counters OK")
+        if args.grpc:
+            check_grpc(args.grpc, args.model)
     except (SmokeFailure, KeyError, IndexError, ValueError) as err:
         print(f"smoke: FAILED: {type(err).__name__}: {err}", file=sys.stderr)
         return 1

@@ -74,13 +74,14 @@ def test_healthchecks_are_cmd_shell() -> None:
 def test_service_port_env_and_mounts(settings_env_names: frozenset[str]) -> None:
     service = _compose()["services"]["cnnserve"]
     runtime = parse_dockerfile((REPO_ROOT / "Dockerfile").read_text(encoding="utf-8"))[-1]
-    exposed = int(runtime.last("EXPOSE"))
-    assert [p.rsplit(":", 1)[1] for p in service["ports"]] == [str(exposed)], service["ports"]
+    exposed = [int(port) for port in runtime.last("EXPOSE").split()]  # HTTP, then gRPC
+    published = [p.split("#")[0].strip().rsplit(":", 1)[1] for p in service["ports"]]
+    assert published == [str(port) for port in exposed], service["ports"]
     assert all(p.startswith("127.0.0.1:") for p in service["ports"]), "publish on loopback only by default"
     used = set(re.findall(r"\bCNNSERVE_[A-Z0-9_]+", COMPOSE.read_text(encoding="utf-8")))
     assert "CNNSERVE_REPOSITORY_PATH" in used, "the compose service must say where its repository is"
     assert used <= settings_env_names, f"not fields of Settings: {sorted(used - settings_env_names)}"
-    assert f"http://127.0.0.1:{exposed}/v2/health/ready" in service["healthcheck"]["test"][1]
+    assert f"http://127.0.0.1:{exposed[0]}/v2/health/ready" in service["healthcheck"]["test"][1]
     repository = service["environment"]["CNNSERVE_REPOSITORY_PATH"]
     assert any(v.split(":")[1] == repository for v in service["volumes"]), "the repository path must be mounted"
 
@@ -101,7 +102,7 @@ def test_prometheus_scrapes_the_compose_service() -> None:
     config = yaml.safe_load(PROMETHEUS.read_text(encoding="utf-8"))
     job = next(j for j in config["scrape_configs"] if j["job_name"] == "cnnserve")
     targets = [t for group in job["static_configs"] for t in group["targets"]]
-    exposed = parse_dockerfile((REPO_ROOT / "Dockerfile").read_text(encoding="utf-8"))[-1].last("EXPOSE")
+    exposed = parse_dockerfile((REPO_ROOT / "Dockerfile").read_text(encoding="utf-8"))[-1].last("EXPOSE").split()[0]
     assert targets == [f"cnnserve:{exposed}"], f"targets {targets}; expected the compose service on its port"
     assert job.get("metrics_path", "/metrics") == "/metrics"
     mounted = _compose()["services"]["prometheus"]["volumes"]

@@ -109,7 +109,8 @@ def test_expose_matches_cmd_port(runtime_stage: Stage) -> None:
     exposed = {int(p.split("/")[0]) for p in " ".join(runtime_stage.all("EXPOSE")).split()}
     cmd = exec_form(runtime_stage.last("CMD"))
     assert cmd[:3] == ["python", "-m", "service"], f"CMD {cmd} does not start the service"
-    assert exposed == {_cmd_port(cmd)}, f"EXPOSE {exposed} but CMD binds {_cmd_port(cmd)}"
+    bound = {_cmd_port(cmd), int(cmd[cmd.index("--grpc-port") + 1])}
+    assert exposed == bound, f"EXPOSE {exposed} but CMD binds {bound} (HTTP and gRPC)"
     assert cmd[cmd.index("--host") + 1] == "0.0.0.0", "the server must listen on every interface in a container"
 
 

@@ -85,9 +85,9 @@ def test_container_port_is_the_port_the_server_binds(overlay: str) -> None:
     container = _container(render(overlay))
     args = [*container.get("command", []), *container.get("args", [])]
     assert args[:3] == ["python", "-m", "service"], f"container runs {args}, not the service"
-    bound = int(args[args.index("--port") + 1])
+    bound = {"http": int(args[args.index("--port") + 1]), "grpc": int(args[args.index("--grpc-port") + 1])}
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"http": bound}, f"container ports {ports}, server binds {bound}"
+    assert ports == bound, f"container ports {ports}, server binds {bound}"
     runtime = parse_dockerfile((REPO_ROOT / "Dockerfile").read_text(encoding="utf-8"))[-1]
     image_cmd = exec_form(runtime.last("CMD"))
     assert image_cmd == args, f"manifest runs {args}, the image's CMD is {image_cmd}; keep them identical"
