@@ -5,7 +5,7 @@ front door, resolved, checked (``tensors.py``), queued with the sooner of its ``
 deadline as the queue deadline, and answered with raw output bytes. A client that cancels (or whose deadline
 passes) has its handler cancelled by gRPC, which drops its work from the queue. A stream carries many requests: each
 runs as its own task, so requests of one stream batch together, and each response (or error) is written as it
-completes, with the request's ``id``.
+completes, with the request's ``id``; at most ``STREAM_WINDOW`` of them are outstanding.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ from service.grpc_api.tensors import encode_infer_response, parse_infer_request
 logger = logging.getLogger(__name__)
 #: A stream's queue of finished responses ends with this.
 _END = object()
+#: Requests of one stream that may be running or answered but not yet sent. Beyond it the stream is not read, so
+#: gRPC's flow control holds back a client that sends faster than it reads its answers: memory stays bounded.
+STREAM_WINDOW = 256
 
 
 def _unexpected(rpc: str) -> InternalError:
@@ -94,6 +97,7 @@ class InferencePlane:
         """Many requests on one stream, each answered as soon as it is done; errors are answers, not the end."""
         done: asyncio.Queue[Any] = asyncio.Queue()
         running: set[asyncio.Task[None]] = set()
+        window = asyncio.Semaphore(STREAM_WINDOW)
 
         async def answer(request: service_pb2.ModelInferRequest, arrived: float) -> None:
             try:
@@ -107,18 +111,22 @@ class InferencePlane:
                 done.put_nowait(service_pb2.ModelStreamInferResponse(error_message=err.message, infer_response=failed))
 
         async def read() -> None:
-            async for request in requests:
-                task = asyncio.create_task(answer(request, time.monotonic()))
-                running.add(task)
-                task.add_done_callback(running.discard)
-            while running:  # the client has sent its last request: answer what is under way, then end
-                await asyncio.wait(set(running))
-            done.put_nowait(_END)
+            try:
+                async for request in requests:
+                    await window.acquire()  # given back once its answer is sent
+                    task = asyncio.create_task(answer(request, time.monotonic()))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                while running:  # the client has sent its last request: answer what is under way, then end
+                    await asyncio.wait(set(running))
+            finally:
+                done.put_nowait(_END)  # however reading ended, the writer below stops waiting
 
         reader = asyncio.create_task(read())
         try:
             while (item := await done.get()) is not _END:
                 yield item
+                window.release()
             await reader  # re-raises what ended the reading (a broken stream)
         finally:
             for task in (reader, *running):
