@@ -1,7 +1,8 @@
-"""What the load generator costs: client CPU per request for the harness's client, aiohttp and tritonclient.
+"""What the load generator costs: client CPU per request for the harness's client, aiohttp and tritonclient, over
+HTTP, and over gRPC when the server has a gRPC port (the harness's gRPC lanes, and ``tritonclient.grpc.aio``).
 
-Each client sends the same v2 binary request to the same server at the same concurrency; CPU time of this
-process over the run, divided by requests, is the cost. This is the evidence for the harness's choice of client.
+Each client sends the same v2 request to the same server at the same concurrency; CPU time of this process over
+the run, divided by requests, is the cost. This is the evidence for the harness's choice of client.
 """
 
 from __future__ import annotations
@@ -10,14 +11,18 @@ import asyncio
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 import aiohttp
 import numpy as np
 import uvloop
 
-from loadtest.http import Endpoint, open_connection
+from loadtest.grpc_payloads import grpc_workload
+from loadtest.grpc_target import GrpcTarget
+from loadtest.http import Endpoint
 from loadtest.payloads import v2_body
+from loadtest.transport import Lane, Transport
 
 CONCURRENCY = 8
 
@@ -43,27 +48,25 @@ class ClientCost:
         return {"concurrency": self.concurrency, **{name: asdict(run) for name, run in self.clients.items()}}
 
 
-async def _lean(endpoint: Endpoint, model: str, body: bytes, header: int, requests: int) -> int:
-    request = endpoint.request(
-        "POST", f"/v2/models/{model}/infer", body, {"Inference-Header-Content-Length": str(header)}
-    )
+async def _lean(transport: Transport, request: bytes, requests: int) -> int:
+    """The harness's own lanes (``loadtest.transport``): each answered lane sends again at once."""
     left, ok = [requests - CONCURRENCY], [0]
     done = asyncio.get_running_loop().create_future()
 
-    def on_done(connection: Any, status: int, error: str | None) -> None:
+    def on_done(lane: Lane, status: int, error: str | None) -> None:
         ok[0] += status == 200
         if left[0] > 0:
             left[0] -= 1
-            connection.send(request, 0.0)
-        elif not any(c.busy for c in connections) and not done.done():
+            lane.send(request, 0.0)
+        elif not any(c.busy for c in lanes) and not done.done():
             done.set_result(None)
 
-    connections = [await open_connection(endpoint, on_done) for _ in range(CONCURRENCY)]
-    for connection in connections:
-        connection.send(request, 0.0)
+    lanes = [await transport.connect(on_done) for _ in range(CONCURRENCY)]
+    for lane in lanes:
+        lane.send(request, 0.0)
     await done
-    for connection in connections:
-        connection.close()
+    for lane in lanes:
+        lane.close()
     return ok[0]
 
 
@@ -84,21 +87,26 @@ async def _aiohttp(endpoint: Endpoint, model: str, body: bytes, header: int, req
     return ok
 
 
-async def _tritonclient(endpoint: Endpoint, model: str, metadata: dict[str, Any], requests: int) -> int:
-    import tritonclient.http as http
-    import tritonclient.http.aio as aio
+async def _tritonclient(address: str, model: str, metadata: dict[str, Any], requests: int, grpc: bool) -> int:
+    """``tritonclient.http.aio`` (binary tensors), or ``tritonclient.grpc.aio`` with ``grpc``."""
+    import tritonclient.grpc as grpc_client
+    import tritonclient.grpc.aio as grpc_aio
+    import tritonclient.http as http_client
+    import tritonclient.http.aio as http_aio
 
     spec = metadata["inputs"][0]
     x = np.random.default_rng(0).standard_normal([1, *spec["shape"][1:]]).astype(np.float32)
-    client = aio.InferenceServerClient(f"{endpoint.host}:{endpoint.port}", conn_limit=CONCURRENCY)
+    client = grpc_aio.InferenceServerClient(address) if grpc else http_aio.InferenceServerClient(address, CONCURRENCY)
+    binary = {} if grpc else {"binary_data": True}
+    kinds: Any = grpc_client if grpc else http_client
     ok = 0
 
     async def user(n: int) -> None:
         nonlocal ok
         for _ in range(n):
-            tensor = http.InferInput(spec["name"], list(x.shape), spec["datatype"])
-            tensor.set_data_from_numpy(x, binary_data=True)
-            outputs = [http.InferRequestedOutput(o["name"], binary_data=True) for o in metadata["outputs"]]
+            tensor = kinds.InferInput(spec["name"], list(x.shape), spec["datatype"])
+            tensor.set_data_from_numpy(x, **binary)
+            outputs = [kinds.InferRequestedOutput(o["name"], **binary) for o in metadata["outputs"]]
             await client.infer(model, [tensor], outputs=outputs)
             ok += 1
 
@@ -116,14 +124,28 @@ def _timed(run: Callable[[], Coroutine[Any, Any, int]], requests: int) -> Client
     return ClientRun(requests, ok, 1e6 * cpu / requests, ok / wall)
 
 
-def measure(endpoint: Endpoint, model: str, metadata: dict[str, Any], requests: int) -> ClientCost:
-    """CPU µs per request of each client against ``endpoint`` (same request, concurrency 8)."""
+def measure(endpoint: Endpoint, model: str, metadata: dict[str, Any], requests: int, grpc_port: int = 0) -> ClientCost:
+    """CPU µs per request of each client against ``endpoint`` (same request, concurrency 8), and against its gRPC
+    port on the same host when there is one."""
     requests -= requests % CONCURRENCY
     body, header = v2_body(metadata, 1, True, np.random.default_rng(0))
     assert header is not None
+    request = endpoint.request(
+        "POST", f"/v2/models/{model}/infer", body, {"Inference-Header-Content-Length": str(header)}
+    )
+    address = f"{endpoint.host}:{endpoint.port}"
     clients = {
-        "loadtest (uvloop + httptools)": _timed(lambda: _lean(endpoint, model, body, header, requests), requests),
+        "loadtest (uvloop + httptools)": _timed(lambda: _lean(endpoint, request, requests), requests),
         "aiohttp": _timed(lambda: _aiohttp(endpoint, model, body, header, requests), requests),
-        "tritonclient.http.aio": _timed(lambda: _tritonclient(endpoint, model, metadata, requests), requests),
+        "tritonclient.http.aio": _timed(lambda: _tritonclient(address, model, metadata, requests, False), requests),
     }
+    if grpc_port:
+        message = grpc_workload(model, metadata).requests[0]
+        for name, streaming in (("loadtest gRPC unary", False), ("loadtest gRPC stream", True)):
+            target = GrpcTarget(endpoint.host, grpc_port, streaming)
+            clients[name] = _timed(partial(_lean, target, message, requests), requests)
+        grpc_address = f"{endpoint.host}:{grpc_port}"
+        clients["tritonclient.grpc.aio"] = _timed(
+            lambda: _tritonclient(grpc_address, model, metadata, requests, True), requests
+        )
     return ClientCost(CONCURRENCY, clients)

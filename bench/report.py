@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
-from bench.results import ROUTE_NAMES, SERVER_NAMES, BenchResults, ModelResult, Route  # noqa: E402
+from bench.results import GRPC_ROUTES, ROUTE_NAMES, SERVER_NAMES, BenchResults, ModelResult, Route  # noqa: E402
 from loadtest.results import StepReport  # noqa: E402
 
 
@@ -65,6 +65,31 @@ def _model_table(result: ModelResult) -> list[str]:
     return lines
 
 
+def _grpc_table(result: ModelResult) -> list[str]:
+    """The service's gRPC routes beside its HTTP v2 binary route, concurrency by concurrency, as ratios (no bar)."""
+    http = {step.load.level: step for step in result.steps("service", "tensor")}
+    grpc = {route: {step.load.level: step for step in result.steps("service", route)} for route in GRPC_ROUTES}
+    levels = sorted(level for level in http if any(level in steps for steps in grpc.values()))
+    if not levels:
+        return []
+    head = ["concurrency", ROUTE_NAMES["tensor"]]
+    for route in GRPC_ROUTES:
+        head += [ROUTE_NAMES[route], f"{ROUTE_NAMES[route]} / HTTP"]
+    head.append("gen CPU (HTTP, " + ", ".join(ROUTE_NAMES[route] for route in GRPC_ROUTES) + ")")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for level in levels:
+        reference = http[level]
+        cells = [f"c={level:g}", _cell(reference)]
+        cpus: list[float | None] = [reference.generator.cpu_percent]
+        for route in GRPC_ROUTES:
+            step = grpc[route].get(level)
+            cells += [_cell(step), _ratio(step.images_per_s if step else None, reference.images_per_s)]
+            cpus.append(step.generator.cpu_percent if step else None)
+        cells.append(" / ".join("-" if cpu is None else f"{cpu:.0f}%" for cpu in cpus))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(results: BenchResults) -> str:
     """The whole run as Markdown: context, performance bars, raw ORT, the HTTP matrix per model, and the extras."""
     m, pinning = results.machine, results.pinning
@@ -98,7 +123,7 @@ def markdown(results: BenchResults) -> str:
         out.append(f"| {model} | {raw.best.setting.label} | " + " | ".join(cells) + f" | {raw.batch1_p50_ms:.2f} |")
     out += [
         "",
-        "## Over HTTP: images/s (p50/p99 ms) per client concurrency",
+        "## Over HTTP (and gRPC): images/s (p50/p99 ms) per client concurrency",
         "",
         "Closed loop, one image (or 32 rows) per request, the same client (`loadtest`) and payload bytes for every "
         "server. Images/s count the answers inside each measured window; latencies are those of the requests sent "
@@ -108,6 +133,20 @@ def markdown(results: BenchResults) -> str:
     ]
     for model, result in results.models.items():
         out += [f"### {model}", "", *_model_table(result), ""]
+    for model, result in results.models.items():
+        if grpc := _grpc_table(result):
+            out += [
+                f"## gRPC beside HTTP v2 binary: {model}, the service, images/s (p50/p99 ms)",
+                "",
+                "The same tensors and concurrencies over the service's KServe v2 gRPC endpoint in the same session: "
+                "unary `ModelInfer`, and `ModelStreamInfer` with one stream per user. Each user has a connection of "
+                "its own over either protocol. Reported as measured; there is no bar. A generator CPU near 100% means "
+                "the client, not the server, may be the limit (a gRPC call costs the Python client several times "
+                "an HTTP request).",
+                "",
+                *grpc,
+                "",
+            ]
     out += [
         "## Memory: resident MiB of each server process after its sweeps (the first is the one started)",
         "",
@@ -131,7 +170,7 @@ def markdown(results: BenchResults) -> str:
     cost = results.client_cost
     if cost:
         out += [
-            "## Load generator: client CPU per request (v2 binary, LeNet-5, concurrency 8)",
+            "## Load generator: client CPU per request (LeNet-5 v2 tensors over HTTP and gRPC, concurrency 8)",
             "",
             "| client | CPU µs/request | requests/s |",
             "|---|---|---|",
@@ -150,7 +189,7 @@ def plot_results(results: BenchResults, path: Path) -> None:
     """Images/s against concurrency per model: each server on both routes, raw ORT's best as a line."""
     models = results.models
     figure, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
-    routes: tuple[tuple[Route, str], ...] = (("tensor", "-"), ("image", ":"))
+    routes: tuple[tuple[Route, str], ...] = (("tensor", "-"), ("image", ":"), ("grpc", "--"), ("grpc_stream", "-."))
     for ax, (model, result) in zip(axes[0], models.items(), strict=True):
         for kind, label in SERVER_NAMES.items():
             for route, style in routes:

@@ -16,8 +16,9 @@ from bench.raw_ort import RawOrt
 from loadtest.results import ClosedLoad, StepReport, SweepReport
 
 ServerKind = Literal["baseline", "bare", "service"]
-#: What a sweep sends: v2 binary tensors, REST images, or v2 binary tensors of 32 rows per request.
-Route = Literal["tensor", "image", "tensor_batch32"]
+#: What a sweep sends: v2 binary tensors, REST images, v2 binary tensors of 32 rows per request, or v2 tensors over
+#: gRPC (unary ``ModelInfer``, or ``ModelStreamInfer`` streams).
+Route = Literal["tensor", "image", "tensor_batch32", "grpc", "grpc_stream"]
 SERVER_NAMES: dict[ServerKind, str] = {
     "baseline": "plain FastAPI",
     "bare": "bare ASGI, ORT inline, 1 worker/CPU",
@@ -27,7 +28,11 @@ ROUTE_NAMES: dict[Route, str] = {
     "tensor": "v2 binary tensor",
     "image": "REST image",
     "tensor_batch32": "v2 binary, 32 rows/request",
+    "grpc": "v2 gRPC unary",
+    "grpc_stream": "v2 gRPC stream",
 }
+#: The gRPC routes, each compared with HTTP v2 binary ("tensor") at the same concurrencies.
+GRPC_ROUTES: tuple[Route, ...] = ("grpc", "grpc_stream")
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,8 @@ def _client_cost(ctx: suite.Context) -> ClientCost:
         ctx.affinity(ctx.client_cpus)
         metadata = models.v2_metadata(ctx.repository, "lenet5_digits")
         endpoint = Endpoint.from_url(server.url)
-        result = client_cost.measure(endpoint, "lenet5_digits", metadata, ctx.profile.client_cost_requests)
+        requests = ctx.profile.client_cost_requests
+        result = client_cost.measure(endpoint, "lenet5_digits", metadata, requests, server.grpc_port)
     finally:
         server.stop()
     for name, run in result.clients.items():

@@ -1,5 +1,6 @@
 """The benchmark matrix for one model: raw ORT, then each server (plain FastAPI, bare ASGI, the service) over
-the tensor path and the image path at every concurrency, plus client-side batches of 32 for the small CNN.
+the tensor path and the image path at every concurrency, plus client-side batches of 32 for the small CNN, and
+the service's v2 gRPC endpoint (unary and streaming) for LeNet-5 when it has one.
 
 Every load step goes through the load harness (``loadtest.runner``) with the same client and the same payload
 bytes for every server; a time budget skips what no longer fits, and says so in the results.
@@ -13,11 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import images, models, raw_ort, servers
-from bench.results import ModelResult, Route, ServerKind, ServerRuns
+from bench.results import GRPC_ROUTES, ROUTE_NAMES, ModelResult, Route, ServerKind, ServerRuns
+from loadtest.grpc_payloads import grpc_workload
+from loadtest.grpc_target import GrpcTarget
 from loadtest.http import Endpoint
 from loadtest.payloads import Workload, load_images, rest_workload, v2_workload
 from loadtest.results import SweepReport
 from loadtest.runner import Plan, run_sweep
+from loadtest.transport import Transport
 
 #: The plain FastAPI endpoint, the bare ASGI ceiling, and the service at its default settings: only those, since a
 #: tuned profile that beat the default would mean the default is wrong.
@@ -25,6 +29,8 @@ SERVERS: tuple[ServerKind, ...] = ("baseline", "bare", "service")
 #: The small CNN's client-side batching check: rows per request, and the concurrencies tried.
 CLIENT_BATCH = 32
 CLIENT_BATCH_CONCURRENCY = (1, 4)
+#: The model whose gRPC endpoint is measured beside HTTP v2 binary (the default model: the protocol's cost shows most).
+GRPC_MODEL = "lenet5_digits"
 #: A server is not started with less of the time budget left than this (ResNet-18 alone warms up for ~12 s).
 MIN_SERVER_S = 15.0
 
@@ -78,13 +84,22 @@ def say(message: str) -> None:
     print(f"[{time.monotonic() - _T0:6.1f} s] {message}", flush=True)
 
 
+@dataclass(frozen=True)
+class _Route:
+    """What one sweep sends, and where (None: HTTP to the server's URL)."""
+
+    route: Route
+    workload: Workload
+    transport: Transport | None = None
+
+
 def _sweep(
-    ctx: Context, server: servers.Server, model: str, workload: Workload, loads: tuple[int, ...], metrics: bool
+    ctx: Context, server: servers.Server, model: str, route: _Route, loads: tuple[int, ...], metrics: bool
 ) -> SweepReport:
     plan = Plan(
         Endpoint.from_url(server.url),
         model,
-        workload,
+        route.workload,
         "closed",
         tuple(float(c) for c in loads),
         duration_s=ctx.profile.step_s,
@@ -94,6 +109,7 @@ def _sweep(
         metrics_path="/metrics" if metrics else None,
         server_pid=server.process.pid,
         progress=False,
+        transport=route.transport,
     )
     ctx.affinity(ctx.client_cpus)
     report = run_sweep(plan)
@@ -101,7 +117,7 @@ def _sweep(
         p50_ms, p99_ms = (step.latency.p50_ms, step.latency.p99_ms) if step.latency else (0.0, 0.0)
         errors = f"  errors {step.errors}" if step.errors else ""
         say(
-            f"  {server.name:<24} {workload.description[:34]:<34} {step.load.label:<5} "
+            f"  {server.name:<24} {ROUTE_NAMES[route.route]:<26} {step.load.label:<5} "
             f"{step.images_per_s:9,.1f} img/s  p50 {p50_ms:8.2f} ms  p99 "
             f"{p99_ms:8.2f} ms  gen CPU {step.generator.cpu_percent:3.0f}%{errors}"
         )
@@ -117,16 +133,20 @@ def _start(ctx: Context, kind: ServerKind, model: str) -> servers.Server:
     return servers.service(ctx.repository, model, {}, log, ctx.server_cpus)
 
 
-def _workloads(ctx: Context, kind: ServerKind, server: servers.Server, model: str) -> dict[Route, Workload]:
+def _routes(ctx: Context, kind: ServerKind, server: servers.Server, model: str) -> dict[Route, _Route]:
     endpoint = Endpoint.from_url(server.url)
     metadata = models.v2_metadata(ctx.repository, model)
-    loads: dict[Route, Workload] = {"tensor": v2_workload(endpoint, model, metadata)}
+    routes: dict[Route, _Route] = {"tensor": _Route("tensor", v2_workload(endpoint, model, metadata))}
     if kind == "bare":  # the reference for the tensor path only
-        return loads
-    loads["image"] = rest_workload(endpoint, model, load_images(images.image_folder(ctx.out, model)))
+        return routes
+    routes["image"] = _Route("image", rest_workload(endpoint, model, load_images(images.image_folder(ctx.out, model))))
     if model == "tiny_cnn":
-        loads["tensor_batch32"] = v2_workload(endpoint, model, metadata, batch=CLIENT_BATCH)
-    return loads
+        routes["tensor_batch32"] = _Route("tensor_batch32", v2_workload(endpoint, model, metadata, batch=CLIENT_BATCH))
+    if kind == "service" and model == GRPC_MODEL and server.grpc_port:  # 0: launched without a gRPC port
+        for route in GRPC_ROUTES:
+            target = GrpcTarget("127.0.0.1", server.grpc_port, streaming=route == "grpc_stream")
+            routes[route] = _Route(route, grpc_workload(model, metadata), target)
+    return routes
 
 
 def bench_server(ctx: Context, kind: ServerKind, model: str) -> ServerRuns | None:
@@ -137,14 +157,14 @@ def bench_server(ctx: Context, kind: ServerKind, model: str) -> ServerRuns | Non
     server = _start(ctx, kind, model)
     try:
         sweeps: dict[Route, SweepReport] = {}
-        for route, workload in _workloads(ctx, kind, server, model).items():
+        for route, sent in _routes(ctx, kind, server, model).items():
             loads = CLIENT_BATCH_CONCURRENCY if route == "tensor_batch32" else ctx.profile.concurrency
             need = len(loads) * (ctx.profile.step_s + ctx.profile.warmup_s + 1.0)
             if ctx.time_left() < need:
                 left = max(0.0, ctx.time_left())
                 ctx.skipped.append(f"{model} {kind} {route}: {left:.0f} s left of the time budget, {need:.0f} s needed")
                 continue
-            sweeps[route] = _sweep(ctx, server, model, workload, loads, metrics=kind == "service")
+            sweeps[route] = _sweep(ctx, server, model, sent, loads, metrics=kind == "service")
         return ServerRuns(sweeps, servers.memory_mib(server.process.pid))
     finally:
         code = server.stop()

@@ -3,6 +3,7 @@
 Examples:
     python -m loadtest --model lenet5_digits --concurrency 1,4,16,64 --duration 10
     python -m loadtest --target rest --images samples/digits --rate 100,200,400 --json out/report.json
+    python -m loadtest --target grpc-stream --grpc-url 127.0.0.1:8001 --concurrency 1,16 --processes 2
     python -m loadtest --show out/report.json --plot out/report.png
 """
 
@@ -15,14 +16,20 @@ from pathlib import Path
 
 import uvloop
 
+from loadtest.grpc_payloads import fetch_grpc_metadata, grpc_workload
+from loadtest.grpc_target import GrpcTarget
 from loadtest.http import Endpoint
 from loadtest.payloads import Workload, fetch_metadata, generate_images, load_images, rest_workload, v2_workload
 from loadtest.plot import plot
 from loadtest.report import failed_steps, read_json, table, write_json
 from loadtest.results import SweepReport
 from loadtest.runner import DEFAULT_MAX_CONNECTIONS, Plan, run_sweep_async
+from loadtest.transport import Transport
 
 TOKEN_ENV = "LOADTEST_TOKEN"
+GRPC_TARGETS = ("grpc", "grpc-stream")
+#: cnnserve's (and Triton's) default gRPC port (``--grpc-port``, CNNSERVE_GRPC_PORT).
+DEFAULT_GRPC_PORT = 8001
 
 
 def _numbers(text: str) -> tuple[float, ...]:
@@ -46,8 +53,8 @@ def parser() -> argparse.ArgumentParser:
     """The command line (also rendered by ``--help``)."""
     p = argparse.ArgumentParser(
         prog="python -m loadtest",
-        description="Load-test a cnnserve (or any KServe v2) deployment: closed-loop concurrency sweeps or "
-        "open-loop arrival rates without coordinated omission; prints a latency/throughput table with the "
+        description="Load-test a cnnserve (or any KServe v2) deployment over HTTP or gRPC: closed-loop concurrency "
+        "sweeps or open-loop arrival rates without coordinated omission; prints a latency/throughput table with the "
         "server's own view from /metrics, and writes JSON and PNG reports.",
     )
     target = p.add_argument_group("target")
@@ -59,12 +66,20 @@ def parser() -> argparse.ArgumentParser:
     )
     target.add_argument(
         "--target",
-        choices=["v2", "v2-json", "rest"],
+        choices=["v2", "v2-json", "rest", *GRPC_TARGETS],
         default="v2",
-        help="v2 (default): /v2/models/M/infer with binary tensors; v2-json: JSON tensors; rest: /v1/models/M/classify",
+        help="v2 (default): /v2/models/M/infer with binary tensors; v2-json: JSON tensors; rest: "
+        "/v1/models/M/classify; grpc: KServe v2 gRPC ModelInfer (unary) with raw tensors, one call in flight per "
+        "channel; grpc-stream: ModelStreamInfer, one bidirectional stream per channel with one request in flight on "
+        "it. A gRPC user (or open-loop pool slot) is one channel, as an HTTP one is one keep-alive connection; "
+        "/metrics still comes from --url",
+    )
+    target.add_argument(
+        "--grpc-url",
+        help=f"grpc targets: the gRPC endpoint as host:port (default: --url's host, port {DEFAULT_GRPC_PORT})",
     )
     target.add_argument("--token", help=f"bearer token (or set {TOKEN_ENV})")
-    target.add_argument("--batch", type=int, default=1, help="v2: rows (images) per request (default 1)")
+    target.add_argument("--batch", type=int, default=1, help="v2, grpc: rows (images) per request (default 1)")
     target.add_argument("--images", type=Path, help="rest: folder of image files sent in turn")
     target.add_argument("--generate", type=_size, help="rest: generate images of WIDTHxHEIGHT (default: model input)")
     target.add_argument(
@@ -85,7 +100,10 @@ def parser() -> argparse.ArgumentParser:
         "--max-connections",
         type=int,
         default=DEFAULT_MAX_CONNECTIONS,
-        help=f"open loop: connection pool bound (default {DEFAULT_MAX_CONNECTIONS})",
+        help=f"open loop: connection pool bound (default {DEFAULT_MAX_CONNECTIONS}). Over gRPC each connection is a "
+        "channel of its own, far costlier to open than an HTTP connection for client and server alike: once requests "
+        "queue, the pool grows toward the bound and opening channels shows in the latency; a bound of a few dozen "
+        "keeps it to few channels",
     )
     load.add_argument(
         "--processes",
@@ -125,8 +143,20 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-async def build_workload(args: argparse.Namespace, endpoint: Endpoint) -> Workload:
-    """The requests the sweep cycles through, from the flags and (for tensors) the model's v2 metadata."""
+def grpc_target(args: argparse.Namespace, endpoint: Endpoint) -> GrpcTarget | None:
+    """The gRPC endpoint a ``grpc*`` target loads (None for the HTTP targets)."""
+    if args.target not in GRPC_TARGETS:
+        return None
+    address = args.grpc_url or f"{endpoint.host}:{DEFAULT_GRPC_PORT}"
+    return GrpcTarget.from_address(address, args.target == "grpc-stream", endpoint.token)
+
+
+async def build_workload(args: argparse.Namespace, endpoint: Endpoint, grpc: GrpcTarget | None = None) -> Workload:
+    """The requests the sweep cycles through, from the flags and (for tensors) the model's v2 metadata (over gRPC
+    for ``grpc``)."""
+    if grpc is not None:
+        metadata = await fetch_grpc_metadata(grpc, args.model, args.timeout)
+        return grpc_workload(args.model, metadata, batch=args.batch, seed=args.seed)
     if args.target in ("v2", "v2-json"):
         metadata = await fetch_metadata(endpoint, args.model, args.timeout)
         return v2_workload(endpoint, args.model, metadata, batch=args.batch, binary=args.target == "v2", seed=args.seed)
@@ -140,7 +170,7 @@ async def build_workload(args: argparse.Namespace, endpoint: Endpoint) -> Worklo
     return rest_workload(endpoint, args.model, images, args.top_k)
 
 
-def _plan(args: argparse.Namespace, endpoint: Endpoint, workload: Workload) -> Plan:
+def _plan(args: argparse.Namespace, endpoint: Endpoint, workload: Workload, transport: Transport | None) -> Plan:
     closed = args.rate is None
     return Plan(
         endpoint=endpoint,
@@ -159,13 +189,15 @@ def _plan(args: argparse.Namespace, endpoint: Endpoint, workload: Workload) -> P
         seed=args.seed,
         progress=not args.quiet,
         processes=args.processes,
+        transport=transport,
     )
 
 
 async def _run(args: argparse.Namespace) -> SweepReport:
     endpoint = Endpoint.from_url(args.url, args.token or os.environ.get(TOKEN_ENV))
-    workload = await build_workload(args, endpoint)
-    return await run_sweep_async(_plan(args, endpoint, workload))
+    grpc = grpc_target(args, endpoint)
+    workload = await build_workload(args, endpoint, grpc)
+    return await run_sweep_async(_plan(args, endpoint, workload, grpc))
 
 
 def _check(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -179,6 +211,7 @@ def _check(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         (args.processes < 1, f"--processes is {args.processes}, expected >= 1"),
         (bool(args.concurrency) and any(c != int(c) for c in args.concurrency), "--concurrency takes whole numbers"),
         (args.target != "rest" and (args.images or args.generate), "--images/--generate apply to --target rest"),
+        (args.grpc_url is not None and args.target not in GRPC_TARGETS, "--grpc-url applies to the grpc targets"),
     ]
     for failed, message in problems:
         if failed:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from loadtest.http import Connection
 from loadtest.load_loop import LoadLoop
+from loadtest.transport import Lane
 
 _RECONNECT_PAUSE_S = 0.05
 
@@ -25,7 +25,7 @@ class ClosedLoop(LoadLoop):
         for connection in connections:
             self._send(connection, time.perf_counter())
 
-    def _on_free(self, connection: Connection, now: float) -> None:
+    def _on_free(self, connection: Lane, now: float) -> None:
         if self.issuing:
             self._send(connection, now)
 

@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
 
-#: ``on_done(connection, status, error)``: status 0 with an error name when the exchange failed.
-DoneCallback = Callable[["Connection", int, str | None], None]
+from loadtest.transport import DoneCallback
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where the load goes: host, port, TLS, and the headers every request carries (Host, Authorization)."""
+    """Where the load goes: host, port, TLS, and the headers every request carries (Host, Authorization).
+
+    It is the HTTP ``loadtest.transport.Transport``: its lanes are keep-alive ``Connection``s.
+    """
 
     host: str
     port: int
@@ -44,6 +45,17 @@ class Endpoint:
     @property
     def url(self) -> str:
         return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
+
+    async def connect(self, on_done: DoneCallback) -> Connection:
+        """A keep-alive connection for load requests; raises ``OSError`` when the server does not accept."""
+        return await open_connection(self, on_done)
+
+    async def probe(self, request: bytes, timeout_s: float) -> None:
+        """Send ``request`` once; raises ``RuntimeError`` quoting the body of a non-2xx answer."""
+        status, body = await exchange(self, request, timeout_s)
+        if not 200 <= status < 300:
+            reason = body[:500].decode(errors="replace")
+            raise RuntimeError(f"probe request to {self.url} answered {status}, expected 2xx: {reason}")
 
     def request(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> bytes:
         """Serialise one complete request (line, headers, body), ready to be written as-is many times."""
@@ -160,7 +172,7 @@ async def exchange(endpoint: Endpoint, request: bytes, timeout_s: float = 10.0) 
     loop = asyncio.get_running_loop()
     answer: asyncio.Future[tuple[int, str | None]] = loop.create_future()
 
-    def done(_: Connection, status: int, error: str | None) -> None:
+    def done(_: object, status: int, error: str | None) -> None:
         if not answer.done():
             answer.set_result((status, error))
 

@@ -1,9 +1,10 @@
-"""What both load loops share: a pool of keep-alive connections, recording answers, the measurement window, the drain.
+"""What both load loops share: a pool of connections (lanes), recording answers, the measurement window, the drain.
 
-``loadtest.closed_loop`` and ``loadtest.open_loop`` decide when requests are sent; this module sends them and
-records what comes back. Latency is always measured from the request's *scheduled* time. Requests scheduled
-before the measurement starts are warm-up and discarded. Everything runs from callbacks on one event loop: no
-task per request.
+``loadtest.closed_loop`` and ``loadtest.open_loop`` decide when requests are sent; this module sends them over a
+transport's lanes (HTTP keep-alive connections, gRPC channels or streams: ``loadtest.transport``) and records what
+comes back. Latency is always measured from the request's *scheduled* time. Requests scheduled before the
+measurement starts are warm-up and discarded. Everything runs from callbacks on one event loop: no task per
+request (but for a unary gRPC call, which grpc.aio makes a task of anyway).
 """
 
 from __future__ import annotations
@@ -17,27 +18,27 @@ from collections import deque
 from collections.abc import Coroutine
 from typing import Any
 
-from loadtest.http import Connection, Endpoint, open_connection
 from loadtest.payloads import Workload
 from loadtest.step_result import StepResult
+from loadtest.transport import Lane, Transport
 
 _WATCHDOG_PERIOD_S = 0.05
 
 
 class LoadLoop(ABC):
-    """Sends a workload over keep-alive connections and records what comes back; subclasses decide when to send.
+    """Sends a workload over a transport's lanes and records what comes back; subclasses decide when to send.
 
     A subclass starts the load, then says what a connection does once answered (``_on_free``) and when its
     connection died (``_on_lost``).
 
     Args:
-        endpoint: Server address and common headers.
+        transport: Where the requests go and over what (an HTTP ``Endpoint``, a ``GrpcTarget``).
         workload: Requests cycled in order.
         timeout_s: A request (including its wait in the backlog) older than this fails as ``timeout``.
     """
 
-    def __init__(self, endpoint: Endpoint, workload: Workload, timeout_s: float) -> None:
-        self.endpoint = endpoint
+    def __init__(self, transport: Transport, workload: Workload, timeout_s: float) -> None:
+        self.transport = transport
         self.timeout_s = timeout_s
         self.result = StepResult()
         self.issuing = False
@@ -45,7 +46,7 @@ class LoadLoop(ABC):
         self._requests = workload.requests
         self._next_request = 0
         self._max_requests = 0
-        self._connections: set[Connection] = set()
+        self._connections: set[Lane] = set()
         self._opening = 0  # connections being opened, each with a request waiting for it
         self._backlog: deque[float] = deque()  # scheduled times of requests due while no connection was free
         self._inflight = 0
@@ -122,7 +123,7 @@ class LoadLoop(ABC):
         return self._inflight + len(self._backlog)
 
     @abstractmethod
-    def _on_free(self, connection: Connection, now: float) -> None:
+    def _on_free(self, connection: Lane, now: float) -> None:
         """``connection`` was answered and stays open: give it its next request, or leave it idle."""
 
     @abstractmethod
@@ -148,8 +149,8 @@ class LoadLoop(ABC):
         self.issuing = True
         self._spawn(self._watchdog())
 
-    async def _connect(self) -> Connection:
-        connection = await asyncio.wait_for(open_connection(self.endpoint, self._on_done), self.timeout_s)
+    async def _connect(self) -> Lane:
+        connection = await asyncio.wait_for(self.transport.connect(self._on_done), self.timeout_s)
         self._connections.add(connection)
         return connection
 
@@ -169,7 +170,7 @@ class LoadLoop(ABC):
         if not self.issuing and self._inflight == 0 and not self._backlog and self._opening == 0:
             self._drained.set()
 
-    def _send(self, connection: Connection, scheduled: float) -> None:
+    def _send(self, connection: Lane, scheduled: float) -> None:
         now = time.perf_counter()
         self._inflight += 1  # before the window may close below, so the drain check counts this request
         if scheduled >= self.measure_from:
@@ -205,7 +206,7 @@ class LoadLoop(ABC):
         if ok:
             result.latencies_s.append(now - scheduled)
 
-    def _on_done(self, connection: Connection, status: int, error: str | None) -> None:
+    def _on_done(self, connection: Lane, status: int, error: str | None) -> None:
         now = time.perf_counter()
         self._inflight -= 1
         self._record(connection.scheduled_at, status, error, now)

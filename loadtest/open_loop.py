@@ -11,18 +11,18 @@ import asyncio
 import random
 import time
 
-from loadtest.http import Connection, Endpoint
 from loadtest.load_loop import LoadLoop
 from loadtest.payloads import Workload
+from loadtest.transport import Lane, Transport
 
 
 class OpenLoop(LoadLoop):
     """Requests at a given rate over a pool of at most ``max_connections`` (the rest as for ``LoadLoop``)."""
 
-    def __init__(self, endpoint: Endpoint, workload: Workload, timeout_s: float, max_connections: int) -> None:
-        super().__init__(endpoint, workload, timeout_s)
+    def __init__(self, transport: Transport, workload: Workload, timeout_s: float, max_connections: int) -> None:
+        super().__init__(transport, workload, timeout_s)
         self.max_connections = max_connections
-        self._idle: list[Connection] = []
+        self._idle: list[Lane] = []
 
     def start(self, rate_per_s: float, poisson: bool, seed: int) -> None:
         """Start the arrival schedule at ``rate_per_s`` (exponential gaps when ``poisson``)."""
@@ -31,7 +31,7 @@ class OpenLoop(LoadLoop):
         self._start()
         self._spawn(self._schedule(rate_per_s, poisson, seed))
 
-    def _on_free(self, connection: Connection, now: float) -> None:
+    def _on_free(self, connection: Lane, now: float) -> None:
         self._idle.append(connection)
         self._send_backlog()
 
@@ -57,7 +57,7 @@ class OpenLoop(LoadLoop):
             else:
                 return
 
-    def _idle_connection(self) -> Connection | None:
+    def _idle_connection(self) -> Lane | None:
         """An idle connection still open; those the server closed while they were idle leave the pool."""
         while self._idle:
             connection = self._idle.pop()

@@ -1,13 +1,15 @@
 """Request bodies for each target, serialised once before the run: v2 tensors (binary or JSON) and REST images.
 
 A workload is a handful of distinct complete HTTP requests that the generator cycles through, so the hot loop
-never builds a request. Tensor shapes and data types come from the model's v2 metadata, images from a folder of
-real files or are generated (smooth random colour fields, which compress like photographs, not like noise).
+never builds a request (``loadtest.grpc_payloads`` builds gRPC ones from the same tensors, within the same
+bounds). Tensor shapes and data types come from the model's v2 metadata, images from a folder of real files or
+are generated (smooth random colour fields, which compress like photographs, not like noise).
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +54,8 @@ EncodedImage = tuple[str, bytes]  # (content type, file bytes)
 
 @dataclass(frozen=True)
 class Workload:
-    """Complete HTTP requests cycled by the generator, and what one of them carries."""
+    """Complete requests cycled by the generator (HTTP requests, or serialised gRPC messages), and what one of them
+    carries."""
 
     description: str
     requests: tuple[bytes, ...]
@@ -73,6 +76,32 @@ def _tensor(datatype: str, shape: list[int], rng: np.random.Generator) -> npt.ND
     return rng.integers(0, 100, shape).astype(dtype)
 
 
+@dataclass(frozen=True)
+class Tensor:
+    """One input of a request: its v2 name, datatype and shape, and random data of that shape."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    array: npt.NDArray[Any]
+
+
+def input_tensors(metadata: dict[str, Any], batch: int, rng: np.random.Generator) -> list[Tensor]:
+    """Random tensors of ``batch`` rows for every input in a model's v2 metadata (the HTTP JSON layout).
+
+    Raises:
+        ValueError: a non-batch dimension is variable (-1), or an unsupported datatype.
+    """
+    tensors = []
+    for spec in metadata["inputs"]:
+        dims = spec["shape"][1:]
+        if any(d < 0 for d in dims):
+            raise ValueError(f"input '{spec['name']}' has variable dims {spec['shape']}; only the batch axis may be -1")
+        shape = [batch, *dims]
+        tensors.append(Tensor(spec["name"], spec["datatype"], shape, _tensor(spec["datatype"], shape, rng)))
+    return tensors
+
+
 def v2_body(metadata: dict[str, Any], batch: int, binary: bool, rng: np.random.Generator) -> tuple[bytes, int | None]:
     """One v2 infer body for a model's metadata: (body, JSON header length or None for a pure JSON body).
 
@@ -80,21 +109,28 @@ def v2_body(metadata: dict[str, Any], batch: int, binary: bool, rng: np.random.G
         ValueError: a non-batch dimension is variable (-1), or an unsupported datatype.
     """
     inputs, chunks = [], []
-    for spec in metadata["inputs"]:
-        dims = spec["shape"][1:]
-        if any(d < 0 for d in dims):
-            raise ValueError(f"input '{spec['name']}' has variable dims {spec['shape']}; only the batch axis may be -1")
-        array = _tensor(spec["datatype"], [batch, *dims], rng)
-        entry: dict[str, Any] = {"name": spec["name"], "shape": [batch, *dims], "datatype": spec["datatype"]}
+    for tensor in input_tensors(metadata, batch, rng):
+        entry: dict[str, Any] = {"name": tensor.name, "shape": tensor.shape, "datatype": tensor.datatype}
         if binary:
-            entry["parameters"] = {"binary_data_size": array.nbytes}
-            chunks.append(array.tobytes())
+            entry["parameters"] = {"binary_data_size": tensor.array.nbytes}
+            chunks.append(tensor.array.tobytes())
         else:
-            entry["data"] = array.ravel().tolist()
+            entry["data"] = tensor.array.ravel().tolist()
         inputs.append(entry)
     outputs = [{"name": o["name"], "parameters": {"binary_data": binary}} for o in metadata["outputs"]]
     header = orjson.dumps({"inputs": inputs, "outputs": outputs})
     return (header + b"".join(chunks), len(header)) if binary else (header, None)
+
+
+def variants(make: Callable[[], tuple[bytes, int]]) -> tuple[tuple[bytes, ...], int]:
+    """Distinct requests from ``make`` (each: the request, its body's size), within ``MAX_VARIANTS`` and
+    ``MAX_WORKLOAD_BYTES``; returns them with the body size of one."""
+    requests: list[bytes] = []
+    size = 0
+    while len(requests) < MAX_VARIANTS and (not requests or size * (len(requests) + 1) <= MAX_WORKLOAD_BYTES):
+        request, size = make()
+        requests.append(request)
+    return tuple(requests), size
 
 
 async def fetch_metadata(endpoint: Endpoint, model: str, timeout_s: float = 10.0) -> dict[str, Any]:
@@ -123,17 +159,18 @@ def v2_workload(
         raise ValueError(f"batch is {batch}, expected >= 1 rows per request")
     rng = np.random.default_rng(seed)
     path = f"/v2/models/{model}/infer"
-    requests: list[bytes] = []
-    size = 0
-    while len(requests) < MAX_VARIANTS and (not requests or size * (len(requests) + 1) <= MAX_WORKLOAD_BYTES):
+    content_type = "application/octet-stream" if binary else "application/json"
+
+    def make() -> tuple[bytes, int]:
         body, header_length = v2_body(metadata, batch, binary, rng)
-        headers = {"Content-Type": "application/octet-stream" if binary else "application/json"}
+        headers = {"Content-Type": content_type}
         if header_length is not None:
             headers["Inference-Header-Content-Length"] = str(header_length)
-        requests.append(endpoint.request("POST", path, body, headers))
-        size = len(body)
+        return endpoint.request("POST", path, body, headers), len(body)
+
+    requests, size = variants(make)
     kind = "binary" if binary else "JSON"
-    return Workload(f"v2 {kind} tensors, {batch} row(s)/request", tuple(requests), batch, size)
+    return Workload(f"v2 {kind} tensors, {batch} row(s)/request", requests, batch, size)
 
 
 def rest_workload(endpoint: Endpoint, model: str, images: list[EncodedImage], top_k: int = 5) -> Workload:

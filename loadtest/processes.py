@@ -22,12 +22,12 @@ from typing import Any
 import uvloop
 
 from loadtest.closed_loop import ClosedLoop
-from loadtest.http import Endpoint
 from loadtest.load_loop import LoadLoop
 from loadtest.open_loop import OpenLoop
 from loadtest.payloads import Workload
 from loadtest.results import ClosedLoad, Load, OpenLoad
 from loadtest.step_result import StepResult
+from loadtest.transport import Transport
 
 #: Children are spawned, not forked: a fork would copy this process's running event loop.
 _CONTEXT = multiprocessing.get_context("spawn")
@@ -78,7 +78,7 @@ def merge(results: list[StepResult]) -> StepResult:
 class Step:
     """What every process of a step shares: where to send what, and the bounds."""
 
-    endpoint: Endpoint
+    transport: Transport
     workload: Workload
     timeout_s: float
     warmup_s: float
@@ -130,10 +130,10 @@ def _child(step: Step, part: Share, warm: Queue[Any], go: Event, done: Queue[Any
 async def start_loop(step: Step, part: Share) -> tuple[LoadLoop, int]:
     """Start the loop ``part.load`` calls for; returns it with the answers its warm-up and window wait for."""
     if isinstance(part.load, ClosedLoad):
-        users = ClosedLoop(step.endpoint, step.workload, step.timeout_s)
+        users = ClosedLoop(step.transport, step.workload, step.timeout_s)
         await users.start(part.load.concurrency)
         return users, part.load.concurrency
-    schedule = OpenLoop(step.endpoint, step.workload, step.timeout_s, part.max_connections)
+    schedule = OpenLoop(step.transport, step.workload, step.timeout_s, part.max_connections)
     schedule.start(part.load.rate_per_s, part.load.arrival == "poisson", part.seed)
     return schedule, 0
 

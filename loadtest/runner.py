@@ -17,7 +17,7 @@ from typing import Literal
 import uvloop
 
 from loadtest import __version__
-from loadtest.http import Endpoint, exchange, get
+from loadtest.http import Endpoint, get
 from loadtest.load_loop import LoadLoop
 from loadtest.payloads import Workload
 from loadtest.processes import Share, Step, run_shared, shares, start_loop
@@ -25,6 +25,7 @@ from loadtest.prom import ServerView, Snapshot, parse, server_view
 from loadtest.report import summarise
 from loadtest.results import Arrival, ClosedLoad, Load, OpenLoad, ServerProcess, StepReport, SweepReport, Target
 from loadtest.step_result import StepResult
+from loadtest.transport import Transport
 
 #: Open-loop connection pool bound: below a default cnnserve process's connection limit (CNNSERVE_MAX_CONNECTIONS,
 #: 1000), so the harness measures the server's answers, not its refusals of connections past that limit.
@@ -33,7 +34,11 @@ DEFAULT_MAX_CONNECTIONS = 512
 
 @dataclass(frozen=True)
 class Plan:
-    """Everything one sweep needs. ``loads`` are concurrencies (closed loop) or requests/s (open loop)."""
+    """Everything one sweep needs. ``loads`` are concurrencies (closed loop) or requests/s (open loop).
+
+    ``endpoint`` is the HTTP server, scraped for /metrics; the load goes there too unless ``transport`` says
+    otherwise (a ``loadtest.grpc_target.GrpcTarget``: the same server's gRPC port).
+    """
 
     endpoint: Endpoint
     model: str
@@ -51,19 +56,12 @@ class Plan:
     seed: int = 0
     progress: bool = True
     processes: int = 1  # generator processes sharing each step (``loadtest.processes``)
+    transport: Transport | None = None
 
-
-async def probe(plan: Plan) -> None:
-    """Send one request of the workload first, so a wrong model, shape or token fails fast with the server's reason.
-
-    Raises:
-        RuntimeError: the server answered with a non-2xx status (its body is quoted).
-        OSError: nothing listens at the endpoint.
-    """
-    status, body = await exchange(plan.endpoint, plan.workload.requests[0], plan.timeout_s)
-    if not 200 <= status < 300:
-        reason = body[:500].decode(errors="replace")
-        raise RuntimeError(f"probe request to {plan.endpoint.url} answered {status}, expected 2xx: {reason}")
+    @property
+    def target(self) -> Transport:
+        """Where the load goes: ``transport``, or the HTTP ``endpoint``."""
+        return self.transport or self.endpoint
 
 
 async def _scrape(plan: Plan) -> tuple[Snapshot | None, str | None]:
@@ -135,7 +133,7 @@ def _label(load: Load) -> str:
 
 def _step(plan: Plan) -> Step:
     """What every generator process of a step shares, from the plan."""
-    return Step(plan.endpoint, plan.workload, plan.timeout_s, plan.warmup_s, plan.duration_s)
+    return Step(plan.target, plan.workload, plan.timeout_s, plan.warmup_s, plan.duration_s)
 
 
 def _server(
@@ -207,13 +205,14 @@ async def run_step(plan: Plan, level: float) -> StepReport:
 
 
 async def run_sweep_async(plan: Plan) -> SweepReport:
-    """Probe once, then run every load level in order; returns the sweep's report."""
-    await probe(plan)
+    """Probe once (see ``Transport.probe``), then run every load level in order; returns the sweep's report."""
+    await plan.target.probe(plan.workload.requests[0], plan.timeout_s)
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     steps = tuple([await run_step(plan, level) for level in plan.loads])
-    settings = {k: v for k, v in asdict(plan).items() if k not in ("endpoint", "workload", "loads", "progress")}
+    left_out = ("endpoint", "transport", "workload", "loads", "progress")
+    settings = {k: v for k, v in asdict(plan).items() if k not in left_out}
     target = Target(
-        url=plan.endpoint.url,
+        url=plan.target.url,
         model=plan.model,
         workload=plan.workload.description,
         images_per_request=plan.workload.images_per_request,

@@ -143,3 +143,23 @@ def test_results_json_keeps_its_layout_and_the_markdown_names_the_bars() -> None
     assert "issue" not in text.lower()
     assert "| v2 binary tensor | service (default settings) |" in text
     assert "| tiny_cnn | service (default settings) | 30, 120, 121 | 271 |" in text  # memory of every process
+
+
+def test_the_grpc_routes_are_reported_beside_http_v2_as_ratios_without_a_bar() -> None:
+    model = _lenet5()
+    service = model.servers["service"]
+    assert service is not None
+    service.sweeps["grpc"] = _sweep({1: 950.0, 64: 3000.0}, 0.8)
+    service.sweeps["grpc_stream"] = _sweep({1: 1900.0}, 0.5)
+    bars = summarise_bars({"lenet5_digits": model}, PREPROCESS)
+    assert not [bar for bar in bars if "gRPC" in bar.name]
+    results = BenchResults(
+        "python -m bench --quick", "quick", "2026-01-01T00:00:00+00:00",
+        Machine("cpu", 2, [0, 1], 4.0, [0.5, 0.4, 0.3], "Linux", "3.11.9", {}), Pinning("all", "all"), PREPROCESS,
+        None, {"lenet5_digits": model}, [], 12.0, bars,
+    )  # fmt: skip
+    text = markdown(results)
+    assert "## gRPC beside HTTP v2 binary: lenet5_digits" in text
+    assert "| c=1 | 1,900 (0.4/0.4) | 950 (0.8/0.8) | 0.50 | 1,900 (0.5/0.5) | 1.00 | 10% / 10% / 10% |" in text
+    assert "| c=64 | 6,000 (0.4/0.4) | 3,000 (0.8/0.8) | 0.50 | - | - | 10% / 10% / - |" in text
+    assert set(results.to_dict()["models"]["lenet5_digits"]["servers"]["service"]) >= {"grpc", "grpc_stream"}
