@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -25,10 +26,23 @@ from service.grpc_api.auth import BearerAuth
 from service.grpc_api.control import AppBridge, ControlPlane
 from service.grpc_api.health import HealthService
 from service.grpc_api.inference import InferencePlane
+from service.grpc_api.status import Context
 from service.repository import ConfigError
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+
+def _not_offered(what: str) -> Callable[..., Awaitable[None]]:
+    """An RPC this server does not offer: UNIMPLEMENTED, saying what to do instead (no traceback in the log)."""
+
+    async def rpc(self: object, request: object, context: Context) -> None:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{what} is not offered by cnnserve")
+
+    return rpc
+
+
+_SHARED_MEMORY = "shared memory; send tensors in the request"
 
 
 class InferenceService(InferencePlane, ControlPlane, service_pb2_grpc.GRPCInferenceServiceServicer):
@@ -36,6 +50,15 @@ class InferenceService(InferencePlane, ControlPlane, service_pb2_grpc.GRPCInfere
 
     Shared-memory, trace and log-settings RPCs are not offered: they answer UNIMPLEMENTED.
     """
+
+    SystemSharedMemoryStatus = _not_offered(_SHARED_MEMORY)
+    SystemSharedMemoryRegister = _not_offered(_SHARED_MEMORY)
+    SystemSharedMemoryUnregister = _not_offered(_SHARED_MEMORY)
+    CudaSharedMemoryStatus = _not_offered(_SHARED_MEMORY)
+    CudaSharedMemoryRegister = _not_offered(_SHARED_MEMORY)
+    CudaSharedMemoryUnregister = _not_offered(_SHARED_MEMORY)
+    TraceSetting = _not_offered("tracing; the service logs and exports Prometheus metrics")
+    LogSettings = _not_offered("changing log settings at run time; set CNNSERVE_LOG_LEVEL")
 
     def __init__(self, plane: DataPlane, admission: Admission, bridge: AppBridge) -> None:
         self.plane = plane

@@ -264,8 +264,16 @@ def test_health_service_answers_for_probes(server: Server) -> None:
 
 
 def test_unimplemented_extensions_say_so(client: tg.InferenceServerClient) -> None:
-    err = grpc_error(lambda: client.get_system_shared_memory_status())
-    assert err.status() == "StatusCode.UNIMPLEMENTED"
+    calls = {
+        "shared memory": client.get_system_shared_memory_status,
+        "CUDA shared memory": client.get_cuda_shared_memory_status,
+        "tracing": client.get_trace_settings,
+        "log settings": client.get_log_settings,
+    }
+    for what, call in calls.items():
+        err = grpc_error(call)
+        assert err.status() == "StatusCode.UNIMPLEMENTED", what
+        assert "is not offered by cnnserve" in err.message(), what
 
 
 def test_grpc_requests_show_in_the_metrics(server: Server, client: tg.InferenceServerClient) -> None:
