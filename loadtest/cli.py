@@ -17,7 +17,7 @@ from pathlib import Path
 import uvloop
 
 from loadtest.grpc_payloads import fetch_grpc_metadata, grpc_workload
-from loadtest.grpc_target import GrpcTarget
+from loadtest.grpc_target import OPEN_LOOP_LANES_PER_CHANNEL, GrpcTarget
 from loadtest.http import Endpoint
 from loadtest.payloads import Workload, fetch_metadata, generate_images, load_images, rest_workload, v2_workload
 from loadtest.plot import plot
@@ -148,7 +148,8 @@ def grpc_target(args: argparse.Namespace, endpoint: Endpoint) -> GrpcTarget | No
     if args.target not in GRPC_TARGETS:
         return None
     address = args.grpc_url or f"{endpoint.host}:{DEFAULT_GRPC_PORT}"
-    return GrpcTarget.from_address(address, args.target == "grpc-stream", endpoint.token)
+    shared = OPEN_LOOP_LANES_PER_CHANNEL if args.rate is not None else 1  # HTTP/2 multiplexes the open loop's pool
+    return GrpcTarget.from_address(address, args.target == "grpc-stream", endpoint.token, shared)
 
 
 async def build_workload(args: argparse.Namespace, endpoint: Endpoint, grpc: GrpcTarget | None = None) -> Workload:

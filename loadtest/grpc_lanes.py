@@ -1,5 +1,5 @@
 """The lanes of the KServe v2 gRPC transport (``loadtest.grpc_target``): unary ``ModelInfer`` calls, or one
-bidirectional ``ModelStreamInfer`` stream, each lane on a channel (an HTTP/2 connection) of its own.
+bidirectional ``ModelStreamInfer`` stream, each lane on a channel (an HTTP/2 connection), of its own or shared.
 
 A lane carries one request at a time, as an HTTP keep-alive connection does, so the load loops treat both alike.
 Requests are ``ModelInferRequest`` messages serialised once (``loadtest.grpc_payloads``) and sent as bytes; unary
@@ -54,16 +54,56 @@ def outcome(code: grpc.StatusCode) -> tuple[int, str | None]:
     return _HTTP_STATUS[code], None
 
 
+class SharedChannel:
+    """A channel (one HTTP/2 connection) and the lanes on it; closed once its last lane has left.
+
+    Lanes join while it is still connecting, so lanes opened at once share one connection instead of racing to open
+    one each. A lane that saw the connection fail marks it ``broken``: no new lane joins it, and the lanes still on
+    it leave as their own calls end.
+    """
+
+    def __init__(self, connecting: asyncio.Task[grpc.aio.Channel]) -> None:
+        self.connecting = connecting
+        self.lanes = 0
+        self.broken = False
+        self.closed = False
+
+    async def join(self) -> grpc.aio.Channel:
+        """The channel, once connected, with one more lane on it.
+
+        Raises:
+            ConnectionError: the connection failed (the channel is then broken for every lane).
+        """
+        self.lanes += 1
+        try:
+            return await asyncio.shield(self.connecting)
+        except BaseException:
+            self.lanes -= 1
+            self.broken = self.closed = True  # the failed connect closed its channel
+            raise
+
+    def leave(self, broken: bool) -> None:
+        self.broken |= broken
+        self.lanes -= 1
+        if self.lanes == 0 and not self.closed:
+            self.closed = True
+            task = asyncio.get_running_loop().create_task(self.connecting.result().close())
+            _closing.add(task)
+            task.add_done_callback(_closing.discard)
+
+
 class _GrpcLane(ABC):
     """What unary and stream lanes share: the channel, the request in flight, the answer, the close."""
 
-    def __init__(self, channel: grpc.aio.Channel, metadata: Metadata, on_done: DoneCallback) -> None:
+    def __init__(
+        self, shared: SharedChannel, channel: grpc.aio.Channel, metadata: Metadata, on_done: DoneCallback
+    ) -> None:
         self.on_done = on_done
         self.busy = False
         self.scheduled_at = 0.0
         self.alive = True
         self.reason = ""  # the last error's details, for the probe
-        self._channel = channel
+        self._shared = shared  # joined already
         self._metadata = metadata
 
     @property
@@ -83,13 +123,12 @@ class _GrpcLane(ABC):
         self.close()  # an answer may still come: the lane is not reused, so it cannot be taken for the next one's
         self._finish(0, error)
 
-    def close(self) -> None:
+    def close(self, broken: bool = False) -> None:
+        """Leave the channel (``broken``: its connection failed), stopping what is in flight."""
         if self.alive:
             self.alive = False
             self._cancel()
-            task = asyncio.get_running_loop().create_task(self._channel.close())
-            _closing.add(task)
-            task.add_done_callback(_closing.discard)
+            self._shared.leave(broken)
 
     @abstractmethod
     def _start(self, request: bytes) -> None:
@@ -110,15 +149,17 @@ class _GrpcLane(ABC):
         self.reason = f"{code.name}: {details}"
         status, error = outcome(code)
         if code is grpc.StatusCode.UNAVAILABLE:
-            self.close()
+            self.close(broken=True)
         self._finish(status, error)
 
 
 class UnaryLane(_GrpcLane):
     """``ModelInfer`` calls on one channel, one at a time."""
 
-    def __init__(self, channel: grpc.aio.Channel, metadata: Metadata, on_done: DoneCallback) -> None:
-        super().__init__(channel, metadata, on_done)
+    def __init__(
+        self, shared: SharedChannel, channel: grpc.aio.Channel, metadata: Metadata, on_done: DoneCallback
+    ) -> None:
+        super().__init__(shared, channel, metadata, on_done)
         self._infer = channel.unary_unary(_SERVICE + "ModelInfer")  # bytes in, bytes out: nothing parsed
         self._task: asyncio.Task[None] | None = None
 
@@ -141,8 +182,10 @@ class UnaryLane(_GrpcLane):
 class StreamLane(_GrpcLane):
     """One ``ModelStreamInfer`` stream on one channel: requests written in turn, each answered before the next."""
 
-    def __init__(self, channel: grpc.aio.Channel, metadata: Metadata, on_done: DoneCallback) -> None:
-        super().__init__(channel, metadata, on_done)
+    def __init__(
+        self, shared: SharedChannel, channel: grpc.aio.Channel, metadata: Metadata, on_done: DoneCallback
+    ) -> None:
+        super().__init__(shared, channel, metadata, on_done)
         self._outgoing: asyncio.Queue[bytes] = asyncio.Queue()
         open_stream = channel.stream_stream(
             _SERVICE + "ModelStreamInfer", response_deserializer=service_pb2.ModelStreamInferResponse.FromString
@@ -171,7 +214,8 @@ class StreamLane(_GrpcLane):
             code, details = err.code(), err.details()
         except asyncio.CancelledError:
             return  # closed by us
-        self.close()  # first: the loop must not send the next request on this stream when told of the last
+        # First: the loop must not send the next request on this stream when told of the last.
+        self.close(broken=code is grpc.StatusCode.UNAVAILABLE)
         if code is grpc.StatusCode.OK:
             self._finish(0, "connection_closed")
         else:

@@ -8,6 +8,7 @@ failure to connect is a refusal, not a slow server.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import grpc
 import pytest
@@ -216,3 +217,22 @@ async def test_an_open_loop_keeps_offering_load_across_a_cut(streaming: bool) ->
         result = await driver.finish()
     assert result.sent >= 60
     assert dict(result.outcomes) == {"200": result.sent - 2, "unavailable": 2}
+
+
+@STREAMING
+async def test_the_open_loops_lanes_share_channels(streaming: bool) -> None:
+    """Six requests held in flight on lanes sharing channels by four: two connections, not six; all answered."""
+    fake = FakeGrpc(answers_left=0)
+    async with serve(fake, streaming) as (target, proxy):
+        shared = dataclasses.replace(target, lanes_per_channel=4)
+        workload = await _workload(shared)
+        accepted_before = proxy.accepted
+        driver = OpenLoop(shared, workload, TIMEOUT_S, max_connections=6)
+        driver.start(400.0, poisson=False, seed=0)
+        driver.measure(duration_s=TIMEOUT_S, max_requests=6)
+        await fake.until(lambda: fake.requests == 6)
+        assert proxy.accepted - accepted_before == 2
+        fake.release()
+        result = await driver.finish()
+    assert result.sent >= 6
+    assert dict(result.outcomes) == {"200": result.sent}
