@@ -44,7 +44,7 @@ async def accept_backlog(
 
 
 #: Where the app's lifespan state may hold a function called when draining starts (before any connection is closed):
-#: the app stops saying it is ready and stops its other listeners (gRPC) taking new calls.
+#: the app stops its other listeners (gRPC) taking new calls.
 DRAIN_KEY = "cnnserve.drain"
 
 

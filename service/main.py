@@ -74,8 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     grpc_server: GrpcServer | None = None  # built with the app, which answers its control-plane calls
 
     def drain() -> None:
-        """The HTTP server has begun draining: say not ready, and have gRPC refuse new calls too."""
-        readiness.set(False)
+        """The HTTP server has begun draining (its new requests get 503 shutting_down): gRPC refuses new calls too."""
         if grpc_server is not None:
             grpc_server.drain()
 
