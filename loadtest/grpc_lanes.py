@@ -8,8 +8,9 @@ answers are not parsed, stream answers only for their in-band ``error_message``.
 A gRPC status is counted as the HTTP status the v2 HTTP endpoint answers for the same condition (the mapping of
 grpc/doc/http-grpc-status-mapping.md: RESOURCE_EXHAUSTED is a 429), so a sweep's errors read alike over both
 protocols; DEADLINE_EXCEEDED is a ``timeout``, UNAVAILABLE (mostly a connection lost in flight) ``unavailable``,
-a stream the server ended with a request in flight ``connection_closed``, an in-band stream error
-``stream_error``. A lane whose connection or stream broke is closed and replaced, as an HTTP connection is.
+a stream the server ended with a request in flight ``connection_closed``, an in-band stream error by the status it
+names in its ``grpc_status`` parameter (as cnnserve's do), else ``stream_error``. A lane whose connection or stream
+broke is closed and replaced, as an HTTP connection is.
 """
 
 from __future__ import annotations
@@ -52,6 +53,17 @@ def outcome(code: grpc.StatusCode) -> tuple[int, str | None]:
     if code in _ERROR_NAMES:
         return 0, _ERROR_NAMES[code]
     return _HTTP_STATUS[code], None
+
+
+#: The parameter of a refused stream answer naming the status a unary call would have ended with (cnnserve's).
+IN_BAND_STATUS = "grpc_status"
+
+
+def _in_band(response: service_pb2.ModelStreamInferResponse) -> tuple[int, str | None]:
+    """A refused stream answer as the report counts it: by the status it names, else as a ``stream_error``."""
+    named = response.infer_response.parameters.get(IN_BAND_STATUS)
+    code = grpc.StatusCode.__members__.get(named.string_param) if named is not None else None
+    return outcome(code) if code is not None and code is not grpc.StatusCode.OK else (0, "stream_error")
 
 
 class SharedChannel:
@@ -207,7 +219,7 @@ class StreamLane(_GrpcLane):
             async for response in self._stream:
                 if response.error_message:
                     self.reason = response.error_message
-                    self._finish(0, "stream_error")
+                    self._finish(*_in_band(response))
                 else:
                     self._finish(200, None)
         except grpc.aio.AioRpcError as err:

@@ -5,7 +5,8 @@ front door, resolved, checked (``tensors.py``), queued with the sooner of its ``
 deadline as the queue deadline, and answered with raw output bytes. A client that cancels (or whose deadline
 passes) has its handler cancelled by gRPC, which drops its work from the queue. A stream carries many requests: each
 runs as its own task, so requests of one stream batch together, and each response (or error) is written as it
-completes, with the request's ``id``; at most ``STREAM_WINDOW`` of them are outstanding.
+completes, with the request's ``id`` (a refusal: ``error_message``, and the status and error code as parameters);
+at most ``STREAM_WINDOW`` of them are outstanding.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ from tritonclient.grpc import service_pb2
 from service.admission import Admission
 from service.dataplane import DataPlane
 from service.errors import InternalError, ServiceError
-from service.grpc_api.status import Context, abort
+from service.grpc_api.status import ERROR_CODE_KEY, Context, abort, grpc_status
 from service.grpc_api.tensors import encode_infer_response, parse_infer_request
 
 logger = logging.getLogger(__name__)
+#: The parameter of a stream's failed answer naming the status the call would have ended with, had it been unary
+#: (``RESOURCE_EXHAUSTED``…); ``ERROR_CODE_KEY`` names the error's stable code, as the unary call's trailer does.
+STATUS_KEY = "grpc_status"
 #: A stream's queue of finished responses ends with this.
 _END = object()
 #: Requests of one stream that may be running or answered but not yet sent. Beyond it the stream is not read, so
@@ -108,6 +112,8 @@ class InferencePlane:
                 failed = service_pb2.ModelInferResponse(
                     id=request.id, model_name=request.model_name, model_version=request.model_version
                 )
+                failed.parameters[ERROR_CODE_KEY].string_param = err.code
+                failed.parameters[STATUS_KEY].string_param = grpc_status(err).name
                 done.put_nowait(service_pb2.ModelStreamInferResponse(error_message=err.message, infer_response=failed))
 
         async def read() -> None:

@@ -33,6 +33,7 @@ class FakeGrpc(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     status: grpc.StatusCode = grpc.StatusCode.OK  # a unary call, or a whole stream, ends with this status
     stream_error: str = ""  # each stream answer carries this in-band error_message
+    stream_status: str = ""  # ... and names this gRPC status in its grpc_status parameter, as cnnserve's do
     end_stream_after: int | None = None  # a stream is ended (status OK) on the request after this many answers
     answers_left: int | None = None  # answer this many more requests, then hold the rest until release()
     requests: int = 0  # inference requests read, unary or streamed
@@ -89,9 +90,10 @@ class FakeGrpc(service_pb2_grpc.GRPCInferenceServiceServicer):
             if self.status is not grpc.StatusCode.OK:
                 await context.abort(self.status, "told to fail")
             answered += 1
-            yield service_pb2.ModelStreamInferResponse(
-                error_message=self.stream_error, infer_response=service_pb2.ModelInferResponse(model_name="m")
-            )
+            answer = service_pb2.ModelInferResponse(model_name="m")
+            if self.stream_status:
+                answer.parameters["grpc_status"].string_param = self.stream_status
+            yield service_pb2.ModelStreamInferResponse(error_message=self.stream_error, infer_response=answer)
 
 
 @dataclass

@@ -236,3 +236,11 @@ async def test_the_open_loops_lanes_share_channels(streaming: bool) -> None:
         result = await driver.finish()
     assert result.sent >= 6
     assert dict(result.outcomes) == {"200": result.sent}
+
+
+async def test_in_band_stream_errors_naming_a_status_are_counted_as_it() -> None:
+    """cnnserve names the status a refused stream request would have had as a unary call: a full queue is a 429."""
+    fake = FakeGrpc(stream_error="queue full", stream_status="RESOURCE_EXHAUSTED")
+    async with serve(fake, streaming=True) as (target, _):
+        result = await _closed(target, users=2, requests=40)
+    assert dict(result.outcomes) == {"429": result.sent}

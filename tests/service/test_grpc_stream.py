@@ -53,6 +53,14 @@ async def test_answers_come_in_completion_order_and_errors_do_not_end_the_stream
         "unknown model 'm'",
     ]
     assert {r.infer_response.id for r in (first, second)} == {"missing", "broken"}
+    statuses = {
+        r.infer_response.id: (
+            r.infer_response.parameters["grpc_status"].string_param,
+            r.infer_response.parameters["cnnserve-error-code"].string_param,
+        )
+        for r in (first, second)
+    }
+    assert statuses == {"missing": ("NOT_FOUND", "not_found"), "broken": ("INTERNAL", "internal")}
     plane.release.setdefault("b", asyncio.Event()).set()
     assert (await anext(stream)).infer_response.id == "b"
     plane.release.setdefault("a", asyncio.Event()).set()
