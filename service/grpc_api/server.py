@@ -33,16 +33,16 @@ from service.settings import Settings
 logger = logging.getLogger(__name__)
 
 
-def _not_offered(what: str) -> Callable[..., Awaitable[None]]:
+def _not_offered(what: str, instead: str) -> Callable[..., Awaitable[None]]:
     """An RPC this server does not offer: UNIMPLEMENTED, saying what to do instead (no traceback in the log)."""
 
     async def rpc(self: object, request: object, context: Context) -> None:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{what} is not offered by cnnserve")
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{what} is not offered by cnnserve; {instead}")
 
     return rpc
 
 
-_SHARED_MEMORY = "shared memory; send tensors in the request"
+_SHARED_MEMORY = ("shared memory", "send tensors in the request")
 
 
 class InferenceService(InferencePlane, ControlPlane, service_pb2_grpc.GRPCInferenceServiceServicer):
@@ -51,14 +51,14 @@ class InferenceService(InferencePlane, ControlPlane, service_pb2_grpc.GRPCInfere
     Shared-memory, trace and log-settings RPCs are not offered: they answer UNIMPLEMENTED.
     """
 
-    SystemSharedMemoryStatus = _not_offered(_SHARED_MEMORY)
-    SystemSharedMemoryRegister = _not_offered(_SHARED_MEMORY)
-    SystemSharedMemoryUnregister = _not_offered(_SHARED_MEMORY)
-    CudaSharedMemoryStatus = _not_offered(_SHARED_MEMORY)
-    CudaSharedMemoryRegister = _not_offered(_SHARED_MEMORY)
-    CudaSharedMemoryUnregister = _not_offered(_SHARED_MEMORY)
-    TraceSetting = _not_offered("tracing; the service logs and exports Prometheus metrics")
-    LogSettings = _not_offered("changing log settings at run time; set CNNSERVE_LOG_LEVEL")
+    SystemSharedMemoryStatus = _not_offered(*_SHARED_MEMORY)
+    SystemSharedMemoryRegister = _not_offered(*_SHARED_MEMORY)
+    SystemSharedMemoryUnregister = _not_offered(*_SHARED_MEMORY)
+    CudaSharedMemoryStatus = _not_offered(*_SHARED_MEMORY)
+    CudaSharedMemoryRegister = _not_offered(*_SHARED_MEMORY)
+    CudaSharedMemoryUnregister = _not_offered(*_SHARED_MEMORY)
+    TraceSetting = _not_offered("tracing", "see the logs and the Prometheus metrics")
+    LogSettings = _not_offered("changing log settings at run time", "set CNNSERVE_LOG_LEVEL")
 
     def __init__(self, plane: DataPlane, admission: Admission, bridge: AppBridge) -> None:
         self.plane = plane
