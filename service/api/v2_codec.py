@@ -22,11 +22,10 @@ from service.api.v2_tensors import (
     checked_byte_size,
     checked_elements,
     checked_timeout,
-    classification,
     input_spec,
+    output_tensor,
     requested_output,
 )
-from service.datatypes import NUMPY_TO_V2
 from service.errors import BadRequest
 from service.signature import Signature
 
@@ -166,10 +165,7 @@ def encode_infer_response(
     described: list[dict[str, Any]] = []
     buffers: list[bytes | memoryview] = []
     for out in wanted:
-        array = outputs[out.name]
-        datatype = "BYTES" if out.classification else NUMPY_TO_V2[array.dtype.str]
-        if out.classification:
-            array = classification(array, out.classification, labels)
+        datatype, array = output_tensor(out, outputs, labels)
         entry: dict[str, Any] = {"name": out.name, "datatype": datatype, "shape": list(array.shape)}
         if out.binary:
             data = bytes_tensor(array) if datatype == "BYTES" else np.ascontiguousarray(array).data.cast("B")

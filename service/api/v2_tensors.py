@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.api.client_numbers import MAX_TIMEOUT_US
+from service.datatypes import NUMPY_TO_V2
 from service.errors import BadRequest
 from service.signature import InputSpec, Signature
 
@@ -132,3 +133,11 @@ def classification(values: Array, k: int, labels: tuple[str, ...]) -> Array:
 def bytes_tensor(array: Array) -> bytes:
     """The binary form of a BYTES tensor: each element as a 4-byte little-endian length and its bytes."""
     return b"".join(len(item).to_bytes(4, "little") + item for item in array.reshape(-1))
+
+
+def output_tensor(out: RequestedOutput, outputs: Mapping[str, Array], labels: tuple[str, ...]) -> tuple[str, Array]:
+    """The datatype and array that answer a requested output: the model's output, or its top k as BYTES."""
+    array = outputs[out.name]
+    if out.classification:
+        return "BYTES", classification(array, out.classification, labels)
+    return NUMPY_TO_V2[array.dtype.str], array

@@ -23,10 +23,9 @@ from service.api.v2_tensors import (
     checked_byte_size,
     checked_elements,
     checked_timeout,
-    classification,
+    output_tensor,
     requested_output,
 )
-from service.datatypes import NUMPY_TO_V2
 from service.errors import BadRequest
 from service.signature import Signature
 
@@ -124,12 +123,8 @@ def encode_infer_response(
     """The ``ModelInferResponse`` carrying the outputs asked for as raw bytes (top-k as BYTES for classification)."""
     response = service_pb2.ModelInferResponse(model_name=model, model_version=version, id=request_id or "")
     for out in wanted:
-        array = outputs[out.name]
-        if out.classification:
-            array = classification(array, out.classification, labels)
-            datatype, data = "BYTES", bytes_tensor(array)
-        else:
-            datatype, data = NUMPY_TO_V2[array.dtype.str], np.ascontiguousarray(array).tobytes()
+        datatype, array = output_tensor(out, outputs, labels)
+        data = bytes_tensor(array) if datatype == "BYTES" else np.ascontiguousarray(array).tobytes()
         response.outputs.add(name=out.name, datatype=datatype, shape=array.shape)
         response.raw_output_contents.append(data)
     return response

@@ -103,12 +103,14 @@ def client(gated: tuple[Server, Path]) -> Iterator[tg.InferenceServerClient]:
         yield c
 
 
-def hold_one(server: Server, gate: Path, held: Held) -> None:
-    """Close the gate and have one request running at it, none queued."""
+def hold_one(server: Server, gate: Path, client: tg.InferenceServerClient) -> Held:
+    """Close the gate and have one request running at it, none queued; returns the requests, that one sent."""
+    held = Held(client)
     gate.touch()
     held.send()
     wait_until("one request held at the gate", lambda: metric(server, "cnnserve_inflight_requests") == 1)
     wait_until("the queue empty behind it", lambda: metric(server, "cnnserve_queue_depth") == 0)
+    return held
 
 
 def test_deadlines_drop_queued_work_before_it_runs(
@@ -116,8 +118,7 @@ def test_deadlines_drop_queued_work_before_it_runs(
 ) -> None:
     server, gate = gated
     before = executed(client)
-    held = Held(client)
-    hold_one(server, gate, held)
+    held = hold_one(server, gate, client)
     # The request's timeout parameter (Triton's): the queue drops it and says why, with the gRPC status.
     with pytest.raises(InferenceServerException) as caught:
         client.infer(MODEL, [tensor()], timeout=200_000)
@@ -142,8 +143,7 @@ def test_a_cancelled_call_is_dropped_from_the_queue(
 ) -> None:
     server, gate = gated
     before = executed(client)
-    held = Held(client)
-    hold_one(server, gate, held)
+    held = hold_one(server, gate, client)
     queued = held.send()
     wait_until("the second request queued", lambda: metric(server, "cnnserve_queue_depth") == 1)
     queued.cancel()
@@ -162,8 +162,7 @@ def test_past_the_in_flight_bound_calls_are_refused_with_resource_exhausted(
     gated: tuple[Server, Path], client: tg.InferenceServerClient
 ) -> None:
     server, gate = gated
-    held = Held(client)
-    hold_one(server, gate, held)
+    held = hold_one(server, gate, client)
     for _ in range(MAX_INFLIGHT - 1):
         held.send()
     wait_until("the bound reached", lambda: metric(server, "cnnserve_inflight_requests") == MAX_INFLIGHT)
@@ -191,8 +190,7 @@ def test_draining_refuses_new_calls_and_finishes_the_running_one(
     gated: tuple[Server, Path], client: tg.InferenceServerClient
 ) -> None:
     server, gate = gated
-    held = Held(client)
-    hold_one(server, gate, held)
+    held = hold_one(server, gate, client)
     server.process.send_signal(signal.SIGTERM)
     address = f"127.0.0.1:{server.grpc_port}"
 

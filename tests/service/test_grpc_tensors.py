@@ -10,6 +10,7 @@ import grpc
 import numpy as np
 import orjson
 import pytest
+from v2_model import CONFIG, SIG
 
 from service import errors
 from service.api import v2_codec
@@ -17,23 +18,11 @@ from service.api.v2_tensors import RequestedOutput
 from service.errors import BadRequest
 from service.grpc_api.status import grpc_status, trailers
 from service.grpc_api.tensors import encode_infer_response, parse_infer_request
-from service.repository import ModelConfig, TensorSpec
 from service.signature import InputSpec, Signature
 
 tg = pytest.importorskip("tritonclient.grpc")
 from tritonclient.grpc import service_pb2  # noqa: E402
 from tritonclient.grpc._utils import _get_inference_request  # noqa: E402
-
-CONFIG = ModelConfig(
-    name="m",
-    max_batch_size=8,
-    input=(TensorSpec("input", "TYPE_FP32", (1, 4, 4)),),
-    output=(TensorSpec("logits", "TYPE_FP32", (3,)), TensorSpec("extra", "TYPE_INT64", (2,))),
-    preprocessing=None,
-    labels=("cat", "dog", "eel"),
-    versions={},
-)
-SIG = Signature.from_config(CONFIG)
 
 
 def client_request(x: np.ndarray, datatype: str = "FP32", outputs: list[Any] | None = None, **kw: Any) -> Any:

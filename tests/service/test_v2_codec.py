@@ -7,25 +7,13 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from v2_model import CONFIG, SIG
 
 from service.api.v2_codec import RequestedOutput, encode_infer_response, parse_infer_request
 from service.errors import BadRequest
-from service.repository import ModelConfig, TensorSpec
-from service.signature import Signature
 
 th = pytest.importorskip("tritonclient.http")
 from tritonclient.http._utils import _get_inference_request  # noqa: E402
-
-CONFIG = ModelConfig(
-    name="m",
-    max_batch_size=8,
-    input=(TensorSpec("input", "TYPE_FP32", (1, 4, 4)),),
-    output=(TensorSpec("logits", "TYPE_FP32", (3,)), TensorSpec("extra", "TYPE_INT64", (2,))),
-    preprocessing=None,
-    labels=("cat", "dog", "eel"),
-    versions={},
-)
-SIG = Signature.from_config(CONFIG)
 
 
 def client_body(
