@@ -285,3 +285,57 @@ def test_grpc_requests_show_in_the_metrics(server: Server, client: tg.InferenceS
     for _ in range(3):
         client.infer("lenet5_digits", [grpc_input(rows("lenet5_digits", 1))])
     assert succeeded() == before + 3
+
+
+def _request(**fields: Any) -> service_pb2.ModelInferRequest:
+    request = service_pb2.ModelInferRequest(model_name=fields.pop("model", "lenet5_digits"))
+    request.inputs.add(
+        name=fields.pop("name", "input"),
+        datatype=fields.pop("datatype", "FP32"),
+        shape=fields.pop("shape", [1, 1, 32, 32]),
+    )
+    for key, value in fields.items():
+        if key == "raw":
+            request.raw_input_contents.extend(value)
+        else:
+            setattr(request, key, value)
+    return request
+
+
+def _with_parameter(request: service_pb2.ModelInferRequest, key: str, **value: Any) -> Any:
+    for field, v in value.items():
+        setattr(request.parameters[key], field, v)
+    return request
+
+
+def test_hostile_messages_get_a_client_error_and_the_server_stays_ready(
+    stub: service_pb2_grpc.GRPCInferenceServiceStub, client: tg.InferenceServerClient
+) -> None:
+    digit = bytes(4 * 32 * 32)
+    cases = {
+        "no inputs": service_pb2.ModelInferRequest(model_name="lenet5_digits"),
+        "empty model name": _request(model="", raw=[digit]),
+        "model name of 10,000 bytes": _request(model="m" * 10_000, raw=[digit]),
+        "model name with a slash": _request(model="../lenet5_digits", raw=[digit]),
+        "unicode digits in the version": _request(model_version="²", raw=[digit]),
+        "huge batch axis": _request(shape=[2**62, 1, 32, 32], raw=[digit]),
+        "negative batch axis": _request(shape=[-1, 1, 32, 32], raw=[digit]),
+        "rank 1": _request(shape=[4096], raw=[digit]),
+        "BYTES input": _request(datatype="BYTES", raw=[digit]),
+        "unknown datatype": _request(datatype="FP8", raw=[digit]),
+        "timeout as a boolean": _with_parameter(_request(raw=[digit]), "timeout", bool_param=True),
+        "timeout beyond an hour": _with_parameter(_request(raw=[digit]), "timeout", int64_param=2**62),
+        "negative timeout": _with_parameter(_request(raw=[digit]), "timeout", int64_param=-5),
+    }
+    cases["shared memory"] = _request(raw=[digit])
+    cases["shared memory"].inputs[0].parameters["shared_memory_region"].string_param = "r"
+    classification = _request(raw=[digit])
+    classification.outputs.add(name="logits").parameters["classification"].string_param = "three"
+    cases["classification as text"] = classification
+    client_errors = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
+    for what, request in cases.items():
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ModelInfer(request, timeout=TIMEOUT_S)
+        assert caught.value.code() in client_errors, (what, caught.value.code(), caught.value.details())
+        assert caught.value.details(), what
+    assert client.is_server_ready()
