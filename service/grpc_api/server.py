@@ -23,6 +23,7 @@ from service.admission import Admission
 from service.api.health import Readiness
 from service.dataplane import DataPlane
 from service.grpc_api.auth import BearerAuth
+from service.grpc_api.call_context import CallContext
 from service.grpc_api.control import AppBridge, ControlPlane
 from service.grpc_api.health import HealthService
 from service.grpc_api.inference import InferencePlane
@@ -113,7 +114,8 @@ class GrpcServer:
             ("grpc.so_reuseport", int(self.shared_port)),
         ]
         token = settings.auth_token.get_secret_value() if settings.auth_token else None
-        self._server = grpc.aio.server(options=options, interceptors=[BearerAuth(token)] if token else [])
+        interceptors = [CallContext(settings.access_log), *([BearerAuth(token)] if token else [])]  # outermost first
+        self._server = grpc.aio.server(options=options, interceptors=interceptors)
         service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(self.service, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         address = listen_address(settings.host, self.port)

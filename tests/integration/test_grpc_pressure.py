@@ -222,6 +222,7 @@ def guarded(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) ->
         workers="1",
         auth_token=TOKEN,
         grpc_max_message_bytes=str(MAX_MESSAGE_BYTES),
+        access_log="true",
     )
     yield running
     assert running.stop() == 0
@@ -266,3 +267,15 @@ def test_a_message_over_the_limit_is_resource_exhausted(guarded: Server) -> None
             client.infer(MODEL, [tensor(rows)], headers=good)
         assert caught.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
         assert client.infer(MODEL, [tensor(rows - 1)], headers=good).as_numpy("logits").shape == (rows - 1, 10)
+
+
+def test_calls_carry_their_request_id_into_the_log_and_the_access_log(guarded: Server) -> None:
+    with tg.InferenceServerClient(f"127.0.0.1:{guarded.grpc_port}") as client:
+        good = {"authorization": f"Bearer {TOKEN}", "x-request-id": "trace-42"}
+        client.infer(MODEL, [tensor()], headers=good)
+        with pytest.raises(InferenceServerException):
+            client.infer(MODEL, [tensor()], headers={"x-request-id": "trace-43"})
+    wait_until("both calls logged", lambda: "[trace-43]" in guarded.log())
+    lines = guarded.log().splitlines()
+    assert any("[trace-42] gRPC /inference.GRPCInferenceService/ModelInfer OK" in line for line in lines)
+    assert any("[trace-43] gRPC /inference.GRPCInferenceService/ModelInfer UNAUTHENTICATED" in line for line in lines)
