@@ -41,13 +41,13 @@ def _pod_labels(docs: list[dict[str, Any]]) -> dict[str, str]:
     return dict(one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"])
 
 
-def _with_servicemonitor(tmp_path: Path) -> list[dict[str, Any]]:
-    """Render the cpu overlay plus the optional ServiceMonitor component, the way a user would enable it."""
+def _with_component(tmp_path: Path, component: str) -> list[dict[str, Any]]:
+    """Render the cpu overlay plus an optional component of k8s/components, the way a user would enable it."""
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "resources": [os.path.relpath(REPO_ROOT / "k8s/overlays/cpu", tmp_path)],
-        "components": [os.path.relpath(REPO_ROOT / "k8s/components/servicemonitor", tmp_path)],
+        "components": [os.path.relpath(REPO_ROOT / "k8s/components" / component, tmp_path)],
     }
     (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(kustomization), encoding="utf-8")
     done = run([require_tool("kubectl"), "kustomize", str(tmp_path)])
@@ -202,14 +202,56 @@ def test_cpu_overlay_asks_for_no_gpu() -> None:
 
 def test_servicemonitor_component_selects_the_service(tmp_path: Path) -> None:
     """The optional ServiceMonitor (a CRD kind: schema-validated nowhere, so checked here) finds the Service."""
-    docs = _with_servicemonitor(tmp_path)
+    docs = _with_component(tmp_path, "servicemonitor")
     monitor, service = one(docs, "ServiceMonitor"), one(docs, "Service")
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     port_names = {p["name"] for p in service["spec"]["ports"]}
     assert {e["port"] for e in monitor["spec"]["endpoints"]} <= port_names
     assert {e["path"] for e in monitor["spec"]["endpoints"]} == {"/metrics"}
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack", "the label the default stack selects"
     core = [d for d in docs if d["kind"] not in CRD_KINDS]
     code, output = _validate(core, K8S_VERSIONS[0])
     assert code == 0, output
     assert "WARN" not in output, output
     assert "ERROR" not in output, output
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_replicas_spread_over_nodes_and_zones_without_blocking_scheduling(overlay: str) -> None:
+    docs = render(overlay)
+    constraints = one(docs, "Deployment")["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    labels = _pod_labels(docs)
+    assert {c["topologyKey"] for c in constraints} == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+    for constraint in constraints:
+        assert constraint["labelSelector"]["matchLabels"].items() <= labels.items(), constraint
+        assert constraint["whenUnsatisfiable"] == "ScheduleAnyway", "a one-node cluster must still schedule"
+        assert constraint["matchLabelKeys"] == ["pod-template-hash"], "a rollout's pods spread among themselves"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_disruption_budget_lets_a_node_drain_at_the_fewest_replicas(overlay: str) -> None:
+    """At the HPA's minimum, the PDB still allows an eviction (minAvailable: 1 with one replica never would)."""
+    docs = render(overlay)
+    budget = one(docs, "PodDisruptionBudget")["spec"]
+    fewest = one(docs, "HorizontalPodAutoscaler")["spec"]["minReplicas"]
+    assert "minAvailable" not in budget, budget
+    assert 1 <= budget["maxUnavailable"] <= fewest
+
+
+def test_networkpolicy_component_admits_only_the_ingress_and_prometheus(tmp_path: Path) -> None:
+    docs = _with_component(tmp_path, "networkpolicy")
+    policy = one(docs, "NetworkPolicy")["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= _pod_labels(docs).items()
+    assert policy["policyTypes"] == ["Ingress"]
+    admitted = {
+        next(iter(rule["from"][0]["namespaceSelector"]["matchLabels"])): {p["port"] for p in rule["ports"]}
+        for rule in policy["ingress"]
+    }
+    assert admitted == {"cnnserve.io/ingress": {"http", "grpc"}, "cnnserve.io/monitoring": {"http"}}
+    assert all(len(rule["from"]) == 1 for rule in policy["ingress"]), "each rule admits one namespace label"
+    assert {"http", "grpc"} <= {p["name"] for p in _container(docs)["ports"]}, "named ports must exist"
+    for version in K8S_VERSIONS:
+        code, output = _validate(docs, version)
+        assert code == 0, output
+        assert "WARN" not in output, output
+        assert "ERROR" not in output, output
