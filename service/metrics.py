@@ -25,6 +25,22 @@ BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 _TRITON_REASON = {"queue_full": "REJECTED", "client_disconnected": "CANCELED", "internal": "BACKEND"}
 
 
+#: (outcome, reason) series every served model has from its first scrape, at 0 until they happen: a counter series
+#: that appears only at its first increment hides that increment from ``rate()``, so a dashboard would miss the
+#: first burst of refusals. Other reasons appear when they first occur.
+KNOWN_OUTCOMES = (
+    ("success", "ok"),
+    ("client_error", "bad_request"),
+    ("rejected", "queue_full"),
+    ("timeout", "deadline_exceeded"),
+    ("cancelled", "client_disconnected"),
+    ("unavailable", "shutting_down"),
+    ("server_error", "internal"),
+)
+#: The front door's refusal, counted for the whole server process (``Metrics.shed``), likewise there from the start.
+SERVER_SHED = ("(server)", "rejected", "overloaded")
+
+
 def outcome_of(status_code: int) -> str:
     """The ``outcome`` label for an HTTP status: success, client_error, rejected, cancelled, timeout, …"""
     if status_code < 400:
@@ -89,7 +105,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.models: dict[tuple[str, str], ModelMetrics] = {}  # by (model, version)
-        self.outcomes: Counter[tuple[str, str, str]] = Counter()  # (model, outcome, reason) -> requests
+        self.outcomes: Counter[tuple[str, str, str]] = Counter({SERVER_SHED: 0})  # (model, outcome, reason) -> requests
         self.request_seconds = self._histogram("cnnserve_request_duration_seconds", "End-to-end request latency.")
         self.queue_seconds = self._histogram("cnnserve_queue_duration_seconds", "Time requests waited in the queue.")
         self.preprocess_seconds = self._histogram(
@@ -116,12 +132,14 @@ class Metrics:
         The ``cnnserve_*`` series are per model (all its versions together); Triton's carry the version too.
         """
         self.models[(model, version)] = ModelMetrics(self, model, version, queue_depth)
+        for outcome, reason in KNOWN_OUTCOMES:
+            self.outcomes.setdefault((model, outcome, reason), 0)
         return self.models[(model, version)]
 
     def remove_model(self, model: str, instance: ModelMetrics) -> None:
         """Drop an unloaded version's series, unless a newer load of that version already replaced them.
 
-        The per-model histograms go with the model's last version.
+        The per-model histograms go with the model's last version; its request counts stay (docs/metrics.md).
         """
         key = (model, instance.version)
         if self.models.get(key) is not instance:

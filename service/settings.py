@@ -67,7 +67,9 @@ class Settings(BaseSettings):
         default="text", description="Log lines as text, or one JSON object a line."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Minimum level logged.")
-    access_log: bool = Field(default=False, description="Log one line per HTTP request and per gRPC call (costs throughput).")
+    access_log: bool = Field(
+        default=False, description="Log one line per HTTP request and per gRPC call (costs throughput)."
+    )
     auth_token: SecretStr | None = Field(
         default=None,
         description="When set, every endpoint except health and /metrics needs 'Authorization: Bearer <token>'.",

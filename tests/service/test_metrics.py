@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.batching.policy import BatchTiming
-from service.metrics import Metrics
+from service.metrics import KNOWN_OUTCOMES, Metrics
 
 
 def scrape(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -75,4 +75,28 @@ def test_unloading_drops_the_models_series_but_not_a_newer_loads() -> None:
     metrics.remove_model("m", old)  # a reload replaced it: nothing to drop
     assert ("nv_inference_count", (("model", "m"), ("version", "2"))) in scrape(registry)
     metrics.remove_model("m", new)
-    assert not [key for key in scrape(registry) if ("model", "m") in key[1]]
+    left = {name for name, labels in scrape(registry) if ("model", "m") in labels}
+    assert left == {"cnnserve_requests_total"}, "only the request counts outlive the model"
+
+
+def test_the_outcomes_a_dashboard_plots_exist_at_zero_before_they_happen() -> None:
+    """A counter series born at its first increment hides that increment from rate(): the first 429s would vanish."""
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    assert (
+        scrape(registry)[
+            ("cnnserve_requests_total", (("model", "(server)"), ("outcome", "rejected"), ("reason", "overloaded")))
+        ]
+        == 0
+    )
+    metrics.add_model("m", "1", lambda: 0)
+    s = scrape(registry)
+    for outcome, reason in KNOWN_OUTCOMES:
+        assert s[("cnnserve_requests_total", (("model", "m"), ("outcome", outcome), ("reason", reason)))] == 0
+    metrics.models[("m", "1")].failed(0.001, 429, "queue_full")
+    metrics.shed(429, "overloaded")
+    s = scrape(registry)
+    assert s[("cnnserve_requests_total", (("model", "m"), ("outcome", "rejected"), ("reason", "queue_full")))] == 1
+    assert (
+        s[("cnnserve_requests_total", (("model", "(server)"), ("outcome", "rejected"), ("reason", "overloaded")))] == 1
+    )
