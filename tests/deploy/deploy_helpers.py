@@ -6,8 +6,10 @@ with another test folder's helpers.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -116,3 +118,32 @@ def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     found = [d for d in docs if d.get("kind") == kind]
     assert len(found) == 1, f"expected one {kind}, found {len(found)} among {[d.get('kind') for d in docs]}"
     return found[0]
+
+
+#: A metric name of the service's inside a PromQL expression.
+METRIC_RE = re.compile(r"\b((?:cnnserve|nv_inference)_[a-z0-9_]+)\b")
+
+
+@cache
+def smoke_dashboard() -> Any:
+    """deploy/smoke_dashboard.py as a module: the panel and autoscaling queries exactly as the smoke test runs them."""
+    spec = importlib.util.spec_from_file_location("cnnserve_smoke_dashboard", REPO_ROOT / "deploy/smoke_dashboard.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def exported_metric_names() -> set[str]:
+    """Every sample name the service's real metrics expose once a model has served and refused a request."""
+    metrics_module = pytest.importorskip("service.metrics", reason="service/metrics.py is not importable")
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    registry = CollectorRegistry()
+    metrics = metrics_module.Metrics(registry)
+    model = metrics.add_model("lenet5_digits", "1", lambda: 0)
+    model.succeeded(0.01)
+    model.failed(0.02, 429, "queue_full")
+    return {s.name for f in text_string_to_metric_families(generate_latest(registry).decode()) for s in f.samples}

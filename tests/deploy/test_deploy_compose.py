@@ -15,13 +15,20 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_helpers import REPO_ROOT, find_tool, parse_dockerfile, run
+from deploy_helpers import (
+    METRIC_RE,
+    REPO_ROOT,
+    exported_metric_names,
+    find_tool,
+    parse_dockerfile,
+    run,
+    smoke_dashboard,
+)
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 PROMETHEUS = REPO_ROOT / "deploy/prometheus/prometheus.yml"
 DASHBOARD = REPO_ROOT / "deploy/grafana/dashboards/cnnserve.json"
 DATASOURCES = REPO_ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml"
-METRIC_RE = re.compile(r"\b((?:cnnserve|nv_inference)_[a-z0-9_]+)\b")
 
 
 def _compose() -> dict[str, Any]:
@@ -41,12 +48,7 @@ def _compose_binary() -> Path:
 
 def _dashboard_queries() -> list[str]:
     """Every panel's PromQL with Grafana's variables filled in, as deploy/smoke_dashboard.py runs them live."""
-    spec = importlib.util.spec_from_file_location("cnnserve_smoke_dashboard", REPO_ROOT / "deploy/smoke_dashboard.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return [expr for _, expr in module.panel_queries(DASHBOARD)]
+    return [expr for _, expr in smoke_dashboard().panel_queries(DASHBOARD)]
 
 
 @pytest.mark.parametrize("profiles", [[], ["--profile", "loadtest"]], ids=["default", "loadtest"])
@@ -121,30 +123,22 @@ def test_dashboard_uses_the_provisioned_datasource() -> None:
 
 
 def test_dashboard_names_only_metrics_the_service_exports() -> None:
-    """Build the service's real metrics, record one request of each kind, and read the exposition's names."""
-    metrics_module = pytest.importorskip("service.metrics", reason="service/metrics.py is not importable yet")
-    from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.parser import text_string_to_metric_families
-
-    registry = CollectorRegistry()
-    metrics = metrics_module.Metrics(registry)
-    model = metrics.add_model("lenet5_digits", "1", lambda: 0)
-    model.succeeded(0.01)
-    model.failed(0.02, 429, "queue_full")
-    exported = {s.name for f in text_string_to_metric_families(generate_latest(registry).decode()) for s in f.samples}
+    """The service's real metrics, after one request of each kind: every name a panel queries is among them."""
     queried = {name for query in _dashboard_queries() for name in METRIC_RE.findall(query)}
     assert {"cnnserve_requests_total", "cnnserve_request_duration_seconds_bucket"} <= queried
     assert any(name.startswith("nv_inference_") for name in queried)
+    exported = exported_metric_names()
     assert queried <= exported, f"dashboard queries unknown metrics: {sorted(queried - exported)}"
 
 
-def test_promtool_accepts_config_and_dashboard_queries(tmp_path: Path) -> None:
+def test_promtool_accepts_config_dashboard_and_autoscaling_queries(tmp_path: Path) -> None:
     promtool = find_tool("promtool")
     if promtool is None:
         pytest.skip("promtool not found (Debian package `prometheus`; .ci/container-smoke installs it)")
     done = run([promtool, "check", "config", "--syntax-only", str(PROMETHEUS)])
     assert done.returncode == 0, done.stdout + done.stderr
-    rules = [{"record": f"dashboard:query_{i}", "expr": query} for i, query in enumerate(_dashboard_queries())]
+    queries = _dashboard_queries() + [expr for _, expr in smoke_dashboard().scaling_queries()]
+    rules = [{"record": f"dashboard:query_{i}", "expr": query} for i, query in enumerate(queries)]
     rules_file = tmp_path / "dashboard-rules.yml"
     rules_file.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}), encoding="utf-8")
     done = run([promtool, "check", "rules", str(rules_file)])

@@ -14,13 +14,24 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_helpers import REPO_ROOT, exec_form, one, parse_dockerfile, render, require_tool, run
+from deploy_helpers import (
+    METRIC_RE,
+    REPO_ROOT,
+    exec_form,
+    exported_metric_names,
+    one,
+    parse_dockerfile,
+    render,
+    require_tool,
+    run,
+    smoke_dashboard,
+)
 
 OVERLAYS = ("base", "overlays/cpu", "overlays/gpu")
 #: The oldest Kubernetes the manifests promise to fit, and the newest the validator knows.
 K8S_VERSIONS = ("1.30.0", "1.37.0")
 #: Kinds defined by CRDs, which the validator has no schema for; skipped there on purpose and checked below.
-CRD_KINDS = frozenset({"ServiceMonitor"})
+CRD_KINDS = frozenset({"ServiceMonitor", "ScaledObject"})
 
 
 def _validate(docs: list[dict[str, Any]], version: str) -> tuple[int, str]:
@@ -255,3 +266,64 @@ def test_networkpolicy_component_admits_only_the_ingress_and_prometheus(tmp_path
         assert code == 0, output
         assert "WARN" not in output, output
         assert "ERROR" not in output, output
+
+
+def _validate_core(docs: list[dict[str, Any]]) -> None:
+    """Strict schema validation of every kind Kubernetes itself defines, at both ends of the supported range."""
+    core = [d for d in docs if d["kind"] not in CRD_KINDS]
+    for version in K8S_VERSIONS:
+        code, output = _validate(core, version)
+        assert code == 0, output
+        assert "WARN" not in output, output
+        assert "ERROR" not in output, output
+
+
+def test_keda_component_scales_the_deployment_on_its_own_signals(tmp_path: Path) -> None:
+    """KEDA's ScaledObject is a CRD kind: its published schema comes with KEDA's Helm chart and release files, which
+    no package registry this project installs from serves, so it is checked structurally here; the rest strictly."""
+    docs = _with_component(tmp_path, "autoscale-keda")
+    assert not [d for d in docs if d["kind"] == "HorizontalPodAutoscaler"], "KEDA owns the HPA: the base's must go"
+    scaled = one(docs, "ScaledObject")
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+    spec = scaled["spec"]
+    assert set(spec) <= {"scaleTargetRef", "minReplicaCount", "maxReplicaCount", "pollingInterval", "cooldownPeriod",
+                         "triggers"}, sorted(spec)  # fmt: skip
+    assert spec["scaleTargetRef"] == {"name": one(docs, "Deployment")["metadata"]["name"]}
+    assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
+    budget = one(docs, "PodDisruptionBudget")["spec"]
+    assert budget["maxUnavailable"] <= spec["minReplicaCount"]
+    triggers = {t["name"] if "name" in t else t["type"]: t for t in spec["triggers"]}
+    assert set(triggers) == {"queue-depth", "p99-latency", "cpu"}
+    for trigger in triggers.values():
+        assert set(trigger) <= {"type", "name", "metricType", "metadata"}, trigger
+        assert all(isinstance(value, str) for value in trigger["metadata"].values()), "KEDA metadata are strings"
+    for name in ("queue-depth", "p99-latency"):
+        metadata = triggers[name]["metadata"]
+        assert float(metadata["threshold"]) > 0
+        assert metadata["serverAddress"].startswith("http")
+    assert triggers["p99-latency"]["metricType"] == "Value", "a latency is not divided among replicas"
+    assert triggers["cpu"]["metricType"] == "Utilization"
+    queries = [expr for _, expr in smoke_dashboard().scaling_queries()]
+    assert queries == [triggers[name]["metadata"]["query"] for name in ("queue-depth", "p99-latency")]
+    named = {name for query in queries for name in METRIC_RE.findall(query)}
+    exported = exported_metric_names()
+    assert named == {"cnnserve_queue_depth", "cnnserve_request_duration_seconds_bucket"}
+    assert named <= exported, f"autoscaling queries name unknown metrics: {sorted(named - exported)}"
+    _validate_core(docs)
+
+
+def test_adapter_component_adds_the_pods_metrics_its_rules_serve(tmp_path: Path) -> None:
+    docs = _with_component(tmp_path, "autoscale-adapter")
+    metrics = one(docs, "HorizontalPodAutoscaler")["spec"]["metrics"]
+    assert [m["type"] for m in metrics] == ["Resource", "Pods", "Pods"], "CPU stays beside the Pods metrics"
+    wanted = {m["pods"]["metric"]["name"] for m in metrics if m["type"] == "Pods"}
+    rules = yaml.safe_load((REPO_ROOT / "deploy/prometheus-adapter/rules.yaml").read_text(encoding="utf-8"))
+    custom = rules["rules"]["custom"]
+    assert wanted == {rule["name"]["as"] for rule in custom}, "every Pods metric must be one the adapter serves"
+    series = {name for rule in custom for name in METRIC_RE.findall(rule["seriesQuery"])}
+    exported = exported_metric_names()
+    assert series == {"cnnserve_queue_depth", "cnnserve_request_duration_seconds_bucket"}
+    assert series <= exported, f"adapter rules read unknown metrics: {sorted(series - exported)}"
+    for rule in custom:
+        assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}, "per-pod metrics need both"
+    _validate_core(docs)
