@@ -327,3 +327,54 @@ def test_adapter_component_adds_the_pods_metrics_its_rules_serve(tmp_path: Path)
     for rule in custom:
         assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}, "per-pod metrics need both"
     _validate_core(docs)
+
+
+KSERVE = {"cpu": "cnnserve:0.1.0", "gpu": "cnnserve:0.1.0-cuda", "grpc": "cnnserve:0.1.0"}
+
+
+def _inference_service(variant: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((REPO_ROOT / "k8s/kserve" / f"{variant}.yaml").read_text(encoding="utf-8"))
+    return loaded
+
+
+@pytest.mark.parametrize("variant", sorted(KSERVE))
+def test_kserve_inference_service_runs_the_service_as_a_custom_predictor(
+    variant: str, settings_env_names: frozenset[str], served_status: Callable[[str], int]
+) -> None:
+    """KServe's InferenceService is a CRD kind, whose published schema ships with KServe's release manifests and Helm
+    chart, which no package registry this project installs from serves: checked structurally, and its container (a
+    core Container) strictly, as a Pod's."""
+    service = _inference_service(variant)
+    assert (service["apiVersion"], service["kind"]) == ("serving.kserve.io/v1beta1", "InferenceService")
+    predictor = service["spec"]["predictor"]
+    assert set(predictor) <= {"minReplicas", "maxReplicas", "containers"}, sorted(predictor)
+    assert 1 <= predictor["minReplicas"] <= predictor["maxReplicas"]
+    (container,) = predictor["containers"]
+    assert container["name"] == "kserve-container", "KServe finds the serving container by this name"
+    assert container["image"] == KSERVE[variant], "the tag the overlays use"
+    args = [*container["command"], *container["args"]]
+    assert args[:3] == ["python", "-m", "service"]
+    http, grpc_port = int(args[args.index("--port") + 1]), int(args[args.index("--grpc-port") + 1])
+    (port,) = container["ports"]  # Knative serves one port per container
+    expected_port = {"h2c": grpc_port, "http1": http}
+    assert expected_port[port["name"]] == port["containerPort"], (port, args)
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["CNNSERVE_REPOSITORY_PATH"] == "/mnt/models", "where KServe's storage initializer puts STORAGE_URI"
+    assert "STORAGE_URI" in env
+    assert set(env) - {"STORAGE_URI"} <= settings_env_names
+    probe = container["readinessProbe"]
+    if "httpGet" in probe:
+        assert probe["httpGet"]["port"] == http
+        assert served_status(probe["httpGet"]["path"]) == 200
+    else:
+        assert probe["grpc"]["port"] == grpc_port == port["containerPort"], "the gRPC health service answers there"
+    if variant == "gpu":
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+        assert env["CNNSERVE_PROVIDERS"].split(",")[0] == "CUDAExecutionProvider"
+        assert env["CNNSERVE_REQUIRE_GPU"] == "true"
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "predictor"}, "spec": {"containers": [container]}}
+    for version in K8S_VERSIONS:
+        code, output = _validate([pod], version)
+        assert code == 0, output
+        assert "WARN" not in output, output
+        assert "ERROR" not in output, output
