@@ -18,7 +18,7 @@ import uvloop
 
 from loadtest.grpc_payloads import fetch_grpc_metadata, grpc_workload
 from loadtest.grpc_target import OPEN_LOOP_LANES_PER_CHANNEL, GrpcTarget
-from loadtest.http import Endpoint
+from loadtest.http import Endpoint, wait_ready
 from loadtest.payloads import Workload, fetch_metadata, generate_images, load_images, rest_workload, v2_workload
 from loadtest.plot import plot
 from loadtest.report import failed_steps, read_json, table, write_json
@@ -79,6 +79,7 @@ def parser() -> argparse.ArgumentParser:
         help=f"grpc targets: the gRPC endpoint as host:port (default: --url's host, port {DEFAULT_GRPC_PORT})",
     )
     target.add_argument("--token", help=f"bearer token (or set {TOKEN_ENV})")
+    target.add_argument("--wait-s", type=float, default=0.0, help="first wait up to this long for readiness")
     target.add_argument("--batch", type=int, default=1, help="v2, grpc: rows (images) per request (default 1)")
     target.add_argument("--images", type=Path, help="rest: folder of image files sent in turn")
     target.add_argument("--generate", type=_size, help="rest: generate images of WIDTHxHEIGHT (default: model input)")
@@ -196,6 +197,8 @@ def _plan(args: argparse.Namespace, endpoint: Endpoint, workload: Workload, tran
 
 async def _run(args: argparse.Namespace) -> SweepReport:
     endpoint = Endpoint.from_url(args.url, args.token or os.environ.get(TOKEN_ENV))
+    if args.wait_s > 0:  # a server started beside the generator (compose) may still be loading its models
+        await wait_ready(endpoint, args.wait_s)
     grpc = grpc_target(args, endpoint)
     workload = await build_workload(args, endpoint, grpc)
     return await run_sweep_async(_plan(args, endpoint, workload, grpc))

@@ -8,6 +8,7 @@ against aiohttp and ``tritonclient.http.aio`` in ``bench/client_cost.py``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from dataclasses import dataclass, field
 from typing import cast
@@ -190,3 +191,20 @@ async def exchange(endpoint: Endpoint, request: bytes, timeout_s: float = 10.0) 
 async def get(endpoint: Endpoint, path: str, timeout_s: float = 10.0) -> tuple[int, bytes]:
     """``GET path`` on a fresh connection; see ``exchange``."""
     return await exchange(endpoint, endpoint.request("GET", path), timeout_s)
+
+
+async def wait_ready(endpoint: Endpoint, timeout_s: float, path: str = "/v2/health/ready") -> float:
+    """Poll ``path`` until it answers 200, for a server still starting (as in compose); returns the seconds waited.
+
+    Raises:
+        TimeoutError: not ready within ``timeout_s`` (refused connections and non-200 answers are waited through).
+    """
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while True:
+        with contextlib.suppress(OSError, TimeoutError):
+            if (await get(endpoint, path, timeout_s=2.0))[0] == 200:
+                return loop.time() - started
+        if loop.time() - started >= timeout_s:
+            raise TimeoutError(f"{endpoint.host}:{endpoint.port}{path} not ready after {timeout_s:g} s")
+        await asyncio.sleep(0.5)

@@ -143,3 +143,17 @@ def test_promtool_accepts_config_dashboard_and_autoscaling_queries(tmp_path: Pat
     rules_file.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}), encoding="utf-8")
     done = run([promtool, "check", "rules", str(rules_file)])
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_nothing_waits_for_healthy_so_every_profile_runs_under_podman_too() -> None:
+    """podman runs no health checks without systemd: a service_healthy condition would wait forever there."""
+    services = _compose()["services"]
+    conditions = {
+        (name, dependency): spec.get("condition")
+        for name, service in services.items()
+        for dependency, spec in (service.get("depends_on") or {}).items()
+    }
+    assert ("loadtest", "cnnserve") in conditions
+    assert "service_healthy" not in conditions.values(), conditions
+    command = services["loadtest"]["command"]
+    assert float(command[command.index("--wait-s") + 1]) >= 60, "the generator must wait for readiness itself"
