@@ -2,10 +2,10 @@
 
 ``.ci/container-smoke`` starts Debian's Prometheus with deploy/prometheus/prometheus.yml (target pointed at the
 container), then runs this: it sends a trickle of classifications until Prometheus sees them as a rate (bounded),
-checks that every scrape target is ``up``, then runs each panel's
-query with Grafana's variables filled in, and each Prometheus trigger of the KEDA ScaledObject
-(k8s/components/autoscale-keda), and fails if any errs, comes back empty (a panel that would show "No data") or
-holds only NaN (a quantile of nothing).
+checks that every scrape target is ``up``, then runs each panel's query with Grafana's variables filled in, each
+Prometheus trigger of the KEDA ScaledObject (k8s/components/autoscale-keda) and each prometheus-adapter rule
+(deploy/prometheus-adapter), and fails if any errs, comes back empty (a panel that would show "No data") or holds
+only NaN (a quantile of nothing).
 Usage: ``python deploy/smoke_dashboard.py --prometheus http://127.0.0.1:P1 --service http://127.0.0.1:P2``.
 """
 
@@ -27,6 +27,7 @@ DIGIT = Path(__file__).resolve().parent.parent / "samples" / "digits" / "digit-7
 #: Requests a second sent while waiting for Prometheus to see them (bounded by --timeout-s).
 TRICKLE_PER_S = 5
 SCALED_OBJECT = Path(__file__).resolve().parent.parent / "k8s" / "components" / "autoscale-keda" / "scaledobject.yaml"
+ADAPTER_RULES = Path(__file__).resolve().parent / "prometheus-adapter" / "rules.yaml"
 #: The scrape job of deploy/prometheus/prometheus.yml, and of the ServiceMonitor's (named after the Service).
 JOB = "cnnserve"
 #: Grafana's template variables, with the values a default dashboard view gives them.
@@ -104,6 +105,18 @@ def scaling_queries(scaled_object: Path = SCALED_OBJECT) -> list[tuple[str, str]
     return [(t["name"], t["metadata"]["query"]) for t in triggers if t["type"] == "prometheus"]
 
 
+def adapter_queries(rules: Path = ADAPTER_RULES) -> list[tuple[str, str]]:
+    """(metric, query) for every prometheus-adapter rule, its template filled in as the adapter would for the pods
+    of the scrape job (here matched by ``job``, as a plain scrape has no namespace or pod labels)."""
+    found = []
+    for rule in yaml.safe_load(rules.read_text(encoding="utf-8"))["rules"]["custom"]:
+        series = rule["seriesQuery"].strip("'").split("{")[0]
+        query = rule["metricsQuery"].replace("<<.Series>>", series)
+        query = query.replace("<<.LabelMatchers>>", f'job="{JOB}"').replace("<<.GroupBy>>", "instance")
+        found.append((rule["name"]["as"], query))
+    return found
+
+
 def problem(prometheus: str, expr: str) -> str | None:
     """Why ``expr`` would draw nothing useful (no data, or NaN only), or None when it returns a number."""
     result = query(prometheus, expr)
@@ -136,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         waited, sent = feed_until_rated(base, args.service.rstrip("/"), args.model, args.timeout_s)
         print(f"dashboard: Prometheus saw a request rate after {waited:.1f} s and {sent} requests")
         print(f"dashboard: {check_targets_up(base)} scrape target(s) of job {JOB} up")
-        queries = panel_queries(args.dashboard) + scaling_queries()
+        queries = panel_queries(args.dashboard) + scaling_queries() + adapter_queries()
         failed = [f"{title}: {expr} ({why})" for title, expr in queries if (why := problem(base, expr))]
         if failed:
             raise DashboardFailure(f"{len(failed)} queries would draw nothing: {'; '.join(failed)}")

@@ -137,7 +137,8 @@ def test_promtool_accepts_config_dashboard_and_autoscaling_queries(tmp_path: Pat
         pytest.skip("promtool not found (Debian package `prometheus`; .ci/container-smoke installs it)")
     done = run([promtool, "check", "config", "--syntax-only", str(PROMETHEUS)])
     assert done.returncode == 0, done.stdout + done.stderr
-    queries = _dashboard_queries() + [expr for _, expr in smoke_dashboard().scaling_queries()]
+    autoscaling = smoke_dashboard().scaling_queries() + smoke_dashboard().adapter_queries()
+    queries = _dashboard_queries() + [expr for _, expr in autoscaling]
     rules = [{"record": f"dashboard:query_{i}", "expr": query} for i, query in enumerate(queries)]
     rules_file = tmp_path / "dashboard-rules.yml"
     rules_file.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}), encoding="utf-8")
