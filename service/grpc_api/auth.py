@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 
 from service.api.middleware import bearer_matches
+from service.grpc_api.call_context import behavior_kind, metadata_value
 from service.grpc_api.status import Context
 
 #: Methods open without a token: what Kubernetes probes and load balancers call.
@@ -43,8 +44,8 @@ class BearerAuth(grpc.aio.ServerInterceptor):
         method = details.method
         if handler is None or method in OPEN_METHODS or method.startswith(_HEALTH_SERVICE):
             return handler
-        sent = next((value for key, value in details.invocation_metadata or () if key == "authorization"), None)
-        if isinstance(sent, str) and bearer_matches(sent.encode(), self.token):
+        sent = metadata_value(details, "authorization")
+        if sent is not None and bearer_matches(sent.encode(), self.token):
             return handler
         reason = "missing" if sent is None else "invalid"
         return _denying(
@@ -55,18 +56,9 @@ class BearerAuth(grpc.aio.ServerInterceptor):
 
 
 def _denying(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
-    """A handler of the same kind as ``handler`` that fails every call with UNAUTHENTICATED and ``message``."""
+    """``handler`` with its behaviour replaced by one that fails every call with UNAUTHENTICATED and ``message``."""
 
     async def deny(request: Any, context: Context) -> None:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
-    kinds = {
-        "unary_unary": grpc.unary_unary_rpc_method_handler,
-        "unary_stream": grpc.unary_stream_rpc_method_handler,
-        "stream_unary": grpc.stream_unary_rpc_method_handler,
-        "stream_stream": grpc.stream_stream_rpc_method_handler,
-    }
-    kind = next(name for name in kinds if getattr(handler, name) is not None)
-    return kinds[kind](
-        deny, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
-    )
+    return handler._replace(**{behavior_kind(handler): deny})

@@ -23,6 +23,17 @@ access_logger = logging.getLogger("cnnserve.access")
 _KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
 
 
+def behavior_kind(handler: grpc.RpcMethodHandler) -> str:
+    """Which of a handler's four behaviour fields (``unary_unary``…) holds its behaviour."""
+    return next(kind for kind in _KINDS if getattr(handler, kind) is not None)
+
+
+def metadata_value(details: grpc.HandlerCallDetails, key: str) -> str | None:
+    """The call's first text metadata value under ``key`` (lower case, as gRPC delivers keys), or None."""
+    value = next((v for k, v in details.invocation_metadata or () if k == key), None)
+    return value if isinstance(value, str) else None
+
+
 class CallContext(grpc.aio.ServerInterceptor):
     """Wraps every call's handler to set its request id and, when asked, log it.
 
@@ -41,8 +52,7 @@ class CallContext(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None:
             return handler
-        sent = next((v for k, v in details.invocation_metadata or () if k == "x-request-id"), "")
-        rid = fit_request_id(sent.encode() if isinstance(sent, str) else b"").decode()
+        rid = fit_request_id((metadata_value(details, "x-request-id") or "").encode()).decode()
         method, log = details.method, self.access_log
 
         def done(context: Context, started: float) -> None:
@@ -50,7 +60,7 @@ class CallContext(grpc.aio.ServerInterceptor):
                 code = context.code() or grpc.StatusCode.OK
                 access_logger.info("gRPC %s %s %.2f ms", method, code.name, 1e3 * (time.perf_counter() - started))
 
-        kind = next(k for k in _KINDS if getattr(handler, k) is not None)
+        kind = behavior_kind(handler)
         inner = getattr(handler, kind)
         if inspect.isasyncgenfunction(inner):  # a streaming answer, written by yielding
 
