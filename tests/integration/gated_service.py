@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy.typing as npt
+import pytest
 
 from bench.servers import Server, start
 from service.__main__ import main
@@ -44,14 +45,16 @@ def install_gate(gate: Path) -> None:
 def start_gated_server(repository: Path, log_path: Path, gate: Path, **settings: str) -> Server:
     """Start the gated service serving ``repository`` with ``CNNSERVE_<KEY>`` settings; wait until it is ready.
 
-    Raises:
-        RuntimeError: it exited, or was not ready in time (log tail quoted).
+    A startup that fails (the process exited, or was not ready in time) fails the test, quoting the log's tail.
     """
     command = [sys.executable, "-m", "gated_service", str(gate), "--port", "{port}", "--grpc-port", "{grpc_port}"]
     command += ["--repository", str(repository)]
     settings.setdefault("workers", "1")  # the gate is patched into this one process
     env = {"PYTHONPATH": str(HERE)} | {f"CNNSERVE_{key.upper()}": value for key, value in settings.items()}
-    return start("gated service", command, env, "/v2/health/ready", log_path, cpus=None)
+    try:
+        return start("gated service", command, env, "/v2/health/ready", log_path, cpus=None)
+    except RuntimeError as err:  # startup failed: the message quotes the log's tail
+        pytest.fail(str(err))
 
 
 if __name__ == "__main__":

@@ -79,19 +79,16 @@ class Held:
 @pytest.fixture
 def gated(model_repository: Path, tmp_path: Path) -> Iterator[tuple[Server, Path]]:
     gate = tmp_path / "gate"
-    try:
-        server = start_gated_server(
-            model_repository,
-            tmp_path / "server.log",
-            gate,
-            models=MODEL,
-            intra_op_threads="1",
-            inline_batch_us="0",
-            max_inflight_requests=str(MAX_INFLIGHT),
-            max_queue_delay_us="0",
-        )
-    except RuntimeError as err:
-        pytest.fail(str(err))
+    server = start_gated_server(
+        model_repository,
+        tmp_path / "server.log",
+        gate,
+        models=MODEL,
+        intra_op_threads="1",
+        inline_batch_us="0",
+        max_inflight_requests=str(MAX_INFLIGHT),
+        max_queue_delay_us="0",
+    )
     yield server, gate
     gate.unlink(missing_ok=True)
     server.stop()
