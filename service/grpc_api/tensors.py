@@ -45,8 +45,11 @@ CONTENTS_FIELD = {
 }
 
 
-def parameter_value(parameter: service_pb2.InferParameter) -> Any:
-    """The value an ``InferParameter`` holds, whichever of its fields is set (None when none is)."""
+def parameter_value(parameter: service_pb2.InferParameter | None, absent: Any = None) -> Any:
+    """The value an ``InferParameter`` holds, whichever of its fields is set (None when none is); ``absent`` when
+    the request has no such parameter."""
+    if parameter is None:
+        return absent
     which = parameter.WhichOneof("parameter_choice")
     return getattr(parameter, which) if which else None
 
@@ -95,21 +98,20 @@ def parse_infer_request(request: service_pb2.ModelInferRequest, sig: Signature) 
         else:
             inputs[name] = _typed(tensor, dtype, shape, count)
     rows = batch_rows(inputs, sig)
-    timeout = request.parameters.get("timeout")
     wanted = tuple(_requested(output, sig) for output in request.outputs)
     return InferRequest(
         id=request.id or None,
         inputs=inputs,
         rows=rows,
         outputs=wanted or tuple(RequestedOutput(name, True) for name in sig.outputs),
-        timeout_us=checked_timeout(parameter_value(timeout) if timeout is not None else None),
+        timeout_us=checked_timeout(parameter_value(request.parameters.get("timeout"))),
     )
 
 
 def _requested(output: Any, sig: Signature) -> RequestedOutput:
     """One requested output; ``tritonclient``'s ``class_count`` arrives as ``parameters.classification``."""
-    k = output.parameters.get("classification")
-    return requested_output(sig, output.name, True, parameter_value(k) if k is not None else 0)
+    k = parameter_value(output.parameters.get("classification"), absent=0)
+    return requested_output(sig, output.name, True, k)
 
 
 def encode_infer_response(
