@@ -14,6 +14,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, settings
 from live_server import Server, start_server
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.transport import Response
 
 EXAMPLES_PER_OPERATION = 6
 SERVED = {"model": "lenet5_digits", "version": "1"}
@@ -51,7 +52,22 @@ def test_no_generated_request_gets_a_server_error(case: schemathesis.Case, fuzz_
     if case.path_parameters:
         case.path_parameters = {name: SERVED.get(name, value) for name, value in case.path_parameters.items()}
     response = case.call(timeout=REQUEST_TIMEOUT_S)
+    if _missed_its_own_deadline(case, response):
+        return  # the documented answer to a deadline the client chose; whether it passes depends on the machine
     case.validate_response(response, checks=[not_a_server_error])
+
+
+def _missed_its_own_deadline(case: schemathesis.Case, response: Response) -> bool:
+    """A 504 ``deadline_exceeded`` to a request that set ``X-Request-Timeout-Ms``: the client's deadline passed.
+
+    The fuzzer sends deadlines as short as a few microseconds; whether such a request is refused at once, expires in
+    the queue, or completes in time depends on how fast the machine is at that moment, so it is no server error.
+    Any other 5xx still fails, and so does a 504 to a request that set no deadline.
+    """
+    if response.status_code != 504 or not (case.headers or {}).get("X-Request-Timeout-Ms"):
+        return False
+    assert response.json()["code"] == "deadline_exceeded", response.text
+    return True
 
 
 def test_the_fuzzed_server_logged_no_traceback(fuzz_server: Server) -> None:
