@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
+from bench.int8 import markdown as int8_markdown  # noqa: E402
 from bench.results import GRPC_ROUTES, ROUTE_NAMES, SERVER_NAMES, BenchResults, ModelResult, Route  # noqa: E402
 from loadtest.results import StepReport  # noqa: E402
 
@@ -159,6 +160,7 @@ def markdown(results: BenchResults) -> str:
                 each = ", ".join(f"{mib:,.0f}" for mib in runs.memory_mib)
                 out.append(f"| {model} | {SERVER_NAMES[kind]} | {each} | {sum(runs.memory_mib):,.0f} |")
     out.append("")
+    out += int8_markdown(results.int8)
     pre = results.preprocess
     out += [
         "## Preprocessing alone (`service.preprocess.preprocess`, one thread)",

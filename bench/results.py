@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from bench.client_cost import ClientCost
+from bench.int8 import Int8Result
 from bench.machine import Machine
 from bench.preprocess_bench import PreprocessResult
 from bench.raw_ort import RawOrt
@@ -120,6 +121,7 @@ class BenchResults:
     skipped: list[str]
     elapsed_s: float
     bars: tuple[Bar, ...]
+    int8: tuple[Int8Result, ...] = ()  # FP32 against INT8 in raw ORT, per model (bench.int8)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -134,4 +136,5 @@ class BenchResults:
             "skipped": self.skipped,
             "elapsed_s": self.elapsed_s,
             "bars": [bar.to_dict() for bar in self.bars],
+            "int8": [result.to_dict() for result in self.int8],
         }

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import TypeVar
 
-from bench import client_cost, images, machine, models, preprocess_bench, servers, suite
+from bench import client_cost, images, int8, machine, models, preprocess_bench, servers, suite
 from bench.bars import summarise_bars
 from bench.client_cost import ClientCost
 from bench.preprocess_bench import PreprocessResult
@@ -83,6 +83,18 @@ def _client_cost(ctx: suite.Context) -> ClientCost:
     return result
 
 
+def _int8(ctx: suite.Context, chosen: tuple[str, ...]) -> tuple[int8.Int8Result, ...]:
+    """FP32 against INT8 in raw ORT (bench.int8), on the servers' CPUs like the raw ORT measurements."""
+    ctx.affinity(ctx.server_cpus)
+    results = int8.measure_all(ctx.repository, ctx.out, chosen, ctx.profile.int8_runs)
+    for r in results:
+        suite.say(
+            f"[int8] {r.model}: INT8 {r.speed['int8_speedup']:.2f}x FP32's speed at batch {r.speed['batch']}, "
+            f"{r.int8_bytes:,} vs {r.fp32_bytes:,} bytes, top-1 agreement {r.agreement:.2%} ({r.seconds:.0f} s)"
+        )
+    return results
+
+
 def _subset(p: argparse.ArgumentParser, text: str, allowed: tuple[Name, ...], what: str) -> tuple[Name, ...]:
     """The comma-separated names of ``text``, in the order given, each one of ``allowed``."""
     by_name: dict[str, Name] = {name: name for name in allowed}
@@ -116,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     preprocess = _preprocess(ctx)
     cost = _client_cost(ctx) if "lenet5_digits" in chosen else None
     measured = {model: suite.bench_model(ctx, model) for model in chosen}
+    quantized = _int8(ctx, chosen)
     results = BenchResults(
         command="python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
         profile=profile.name,
@@ -128,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         skipped=ctx.skipped,
         elapsed_s=time.monotonic() - t0,
         bars=summarise_bars(measured, preprocess),
+        int8=quantized,
     )
     (out / "results.json").write_text(json.dumps(results.to_dict(), indent=2) + "\n")
     text = markdown(results)

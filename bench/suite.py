@@ -48,10 +48,11 @@ class Profile:
     budget_s: float
     raw_min_runs: int
     concurrency: tuple[int, ...] = (1, 4, 16, 64)
+    int8_runs: int = 10  # timed runs of each model in the FP32-against-INT8 comparison (bench.int8)
 
 
 QUICK = Profile("quick", 0.6, 0.15, 0.2, 1.0, 600, 165.0, 2)
-FULL = Profile("full", 3.0, 0.8, 1.0, 3.0, 4000, 585.0, 3)
+FULL = Profile("full", 3.0, 0.8, 1.0, 3.0, 4000, 585.0, 3, int8_runs=20)
 
 
 @dataclass

@@ -6,6 +6,7 @@ Examples:
     python -m export build resnet18 --out models/ --rounding floor
     python -m export build --module mypkg.nets:make_net --input-size 3,64,64 --labels labels.txt --out models/
     python -m export train-digits --out models/
+    python -m export quantize lenet5_digits --repository models/ --calibration digits
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from export.arithmetic import ShapeError, compute
 from export.errors import ExportError
+from export.pattern import HELP as PATTERN_HELP
 from export.render import format_summary
 
 
@@ -29,17 +31,34 @@ def _size(text: str) -> tuple[int, int, int]:
     return parts[0], parts[1], parts[2]
 
 
+def _depth(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a depth of 1 or more")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("summary", help="per-layer output volume, memory, parameters and MACs of an architecture")
-    s.add_argument("arch", help="zoo architecture name (see `python -m export list`)")
+    s = sub.add_parser("summary", help="per-layer output volume, memory, parameters and MACs of an architecture",
+                       epilog=PATTERN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    what = s.add_mutually_exclusive_group(required=True)
+    what.add_argument("arch", nargs="?", help="zoo architecture name (see `python -m export list`)")
+    what.add_argument("--pattern", help="the network as a layer pattern (grammar below)")
     s.add_argument("--format", choices=["table", "json"], default="table")
     s.add_argument("--num-classes", type=int)
     s.add_argument("--input-size", type=_size, help="C,H,W (default: the architecture's standard size)")
     s.add_argument("--width-mult", type=float, default=1.0, help="scale every layer's width (1.0 = as published)")
+    s.add_argument("--depth", type=_depth, metavar="N",
+                   help="fold the rows to N levels of modules (1: the stem, Inception modules, ResNet stages); "
+                        "a folded module's row sums its layers, the totals never change")  # fmt: skip
+    s.add_argument(
+        "--no-biases",
+        action="store_true",
+        help="count weights only, leaving out every parameter named bias (as course tables of VGG do)",
+    )
 
     sub.add_parser("list", help="the architectures in the zoo")
 
@@ -49,13 +68,16 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--padding", "-p", type=int, default=0)
     h.add_argument("--stride", "-s", type=int, default=1)
     h.add_argument("--dilation", "-d", type=int, default=1)
-    h.add_argument("--floor", action="store_true", help="round down as PyTorch does instead of rejecting")
-    h.add_argument("--ceil", action="store_true", help="round up as PyTorch pooling with ceil_mode=True does")
+    rounding = h.add_mutually_exclusive_group()
+    rounding.add_argument("--floor", action="store_true", help="round down as PyTorch does instead of rejecting")
+    rounding.add_argument("--ceil", action="store_true", help="round up as PyTorch pooling with ceil_mode=True does")
 
-    b = sub.add_parser("build", help="export a zoo architecture or your own module into a model repository")
+    b = sub.add_parser("build", help="export a zoo architecture or your own module into a model repository",
+                       epilog=PATTERN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     src = b.add_mutually_exclusive_group(required=True)
     src.add_argument("arch", nargs="?", help="zoo architecture name")
     src.add_argument("--module", help="package.module:factory returning a torch.nn.Module")
+    src.add_argument("--pattern", help="the network as a layer pattern (grammar below; needs --name)")
     b.add_argument("--out", type=Path, required=True, help="model repository folder (e.g. models/)")
     b.add_argument("--weights", type=Path, help="checkpoint (state_dict) to load; default: untrained weights")
     b.add_argument("--name", help="model name in the repository (default: the architecture name)")
@@ -68,13 +90,32 @@ def _parser() -> argparse.ArgumentParser:
                    help="strict: fail on a layer that does not tile its input (default unless the zoo entry's "
                         "published design relies on floor rounding)")  # fmt: skip
     b.add_argument("--max-batch-size", type=int, default=32)
-    b.add_argument("--tolerance", type=float, help="max abs ORT-vs-PyTorch difference allowed (default 1e-4)")
+    b.add_argument("--tolerance", type=float,
+                   help="max ORT-vs-PyTorch difference allowed, relative to the largest output (default 1e-4, "
+                        "5e-2 with --precision fp16)")  # fmt: skip
+    b.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
+                   help="fp16: store the graph in half precision (half the size) for GPU providers; config.json "
+                        "marks it so the service never runs it on CPU (default fp32)")  # fmt: skip
+    b.add_argument("--input-dtype", choices=["float32", "uint8"], default="float32",
+                   help="uint8: the graph takes 0-255 pixels and does the /255 and mean/std itself, so "
+                        "clients send 4x fewer bytes (default float32)")  # fmt: skip
 
     t = sub.add_parser("train-digits", help="train LeNet-5 on scikit-learn's digits and export it (the default model)")
     t.add_argument("--out", type=Path, default=Path("models"))
     t.add_argument("--name", default="lenet5_digits")
     t.add_argument("--epochs", type=int, default=30)
     t.add_argument("--version")
+
+    q = sub.add_parser("quantize", help="write a model's newest version as static INT8, if it keeps its accuracy")
+    q.add_argument("name", help="model name in the repository")
+    q.add_argument("--repository", type=Path, required=True, help="model repository folder (e.g. models/)")
+    q.add_argument("--calibration", required=True, metavar="digits|FOLDER",
+                   help="scikit-learn's digits, or a folder of images (every 5th held out, to check)")  # fmt: skip
+    q.add_argument("--samples", type=int, help="at most this many calibration images (default: all)")
+    q.add_argument("--max-accuracy-drop", type=float, default=0.01,
+                   help="refuse when held-out accuracy falls more than this (absolute); without labels, when "
+                        "top-1 agreement with FP32 is below 1 minus this (default 0.01)")  # fmt: skip
+    q.add_argument("--version", help="version folder (default: next free number)")
     return parser
 
 
@@ -89,23 +130,41 @@ def _shape(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code (2 for a failed check or bad arguments)."""
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse has printed its usage error (2) or the help (0): return, not raise
+        return int(exit_.code or 0)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "shape":
             return _shape(args)
+        out = getattr(args, "out", None)
+        if args.command in ("build", "train-digits") and out is not None and out.exists() and not out.is_dir():
+            raise ExportError("out", f"--out {out} is a file; it must name a folder (the model repository)")
         # Everything below needs torch; import it only now so `shape` stays instant.
         from export import commands
 
         if args.command == "list":
             print(commands.list_architectures())
         elif args.command == "summary":
-            report = commands.summary(args.arch, args.num_classes, args.input_size, args.width_mult)
-            print(json.dumps(report.to_dict(), indent=2) if args.format == "json" else format_summary(report))
+            from export.pattern_model import plan_pattern
+
+            plan = plan_pattern(args.pattern) if args.pattern else None
+            report = commands.summary(plan or args.arch, args.num_classes, args.input_size, args.width_mult,
+                                      biases=not args.no_biases, max_depth=args.depth)  # fmt: skip
+            if args.format == "json":
+                print(json.dumps(report.to_dict() | ({"pattern": plan.to_dict()} if plan else {}), indent=2))
+            else:
+                print("\n".join([format_summary(report), *(plan.skipped_lines() if plan else [])]))
         elif args.command == "build":
             print(commands.build_from_args(args))
         elif args.command == "train-digits":
             print(commands.train_digits(args.out, args.name, args.epochs, args.version))
+        elif args.command == "quantize":
+            from export.quantize import describe, quantize
+
+            print(describe(*quantize(args.name, args.repository, args.calibration, samples=args.samples,
+                                     max_drop=args.max_accuracy_drop, version=args.version)))  # fmt: skip
     except (ShapeError, ExportError, KeyError) as err:
         print(f"error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
         return 2

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
 from torch import nn
 
+from export import forward
 from export.errors import ExportError
+from export.fp16 import fp16_sizes
 from export.loading import import_factory_module, load_weights
+from export.pattern_model import Plan, build_pattern, plan_pattern
 from export.pipeline import ExportSpec, build
 from export.shapes import ShapeReport, analyse
 from export.train import train_digits as _train_digits
@@ -26,11 +28,37 @@ def list_architectures() -> str:
     return "\n".join(lines)
 
 
-def summary(arch: str, num_classes: int | None, input_size: tuple[int, int, int] | None, width: float) -> ShapeReport:
-    """Analyse a zoo architecture at its standard (or the given) input size."""
-    entry = get(arch)
-    model = entry.factory(num_classes=num_classes or entry.num_classes, width_mult=width)
-    return analyse(model, input_size or entry.input_size)
+def summary(
+    arch: str | Plan,
+    num_classes: int | None,
+    input_size: tuple[int, int, int] | None,
+    width: float,
+    *,
+    biases: bool = True,
+    max_depth: int | None = None,
+) -> ShapeReport:
+    """Analyse a zoo architecture at its standard (or the given) input size, or a resolved ``--pattern``.
+
+    ``biases`` and ``max_depth`` choose the view (see :func:`export.shapes.analyse`).
+    """
+    if isinstance(arch, Plan):
+        model, size = _pattern_net(arch, num_classes, input_size, width), arch.input_size
+    else:
+        entry = get(arch)
+        model = entry.factory(num_classes=num_classes or entry.num_classes, width_mult=width)
+        size = input_size or entry.input_size
+    return analyse(model, size, biases=biases, max_depth=max_depth)
+
+
+def _pattern_net(
+    plan: Plan, num_classes: int | None, input_size: tuple[int, int, int] | None, width: float
+) -> nn.Module:
+    """The pattern's module; its INPUT and last FC already state what --input-size and --num-classes would."""
+    if input_size is not None and input_size != plan.input_size:
+        raise ExportError("input-size", f"--input-size {input_size} but the pattern's INPUT is {plan.input_size}")
+    if num_classes is not None and num_classes != plan.num_classes:
+        raise ExportError("num-classes", f"--num-classes {num_classes} but the pattern ends in FC{plan.num_classes}")
+    return build_pattern(plan, width)
 
 
 def _labels(path: Path | None, num_classes: int) -> tuple[str, ...]:
@@ -54,6 +82,12 @@ def build_from_args(args: argparse.Namespace) -> str:
         input_size, rounding, name, arch = args.input_size, args.rounding or "strict", args.name, args.module
         if name is None:
             name = args.module.rpartition(":")[2]
+    elif args.pattern:
+        plan = plan_pattern(args.pattern)
+        if args.name is None:
+            raise ExportError("name", "--name is required with --pattern: a pattern has no name to serve it under")
+        model = _pattern_net(plan, args.num_classes, args.input_size, args.width_mult)
+        input_size, rounding, name, arch = plan.input_size, args.rounding or "strict", args.name, args.pattern
     else:
         entry = get(args.arch)
         model = entry.factory(num_classes=args.num_classes or entry.num_classes, width_mult=args.width_mult)
@@ -71,19 +105,22 @@ def build_from_args(args: argparse.Namespace) -> str:
         version=args.version,
         rounding=rounding,
         max_batch_size=args.max_batch_size,
+        input_dtype=args.input_dtype,
+        precision=args.precision,
         **({"tolerance": args.tolerance} if args.tolerance is not None else {}),
     )
     result = build(model, spec, args.out, architecture=arch)
     parity = result.report["parity"]["max_abs_error"]
-    return f"wrote {result.model_path} (max abs ORT-vs-PyTorch error {parity:.2e})"
+    return f"wrote {result.model_path} (max abs ORT-vs-PyTorch error {parity:.2e}){fp16_sizes(result.report)}"
 
 
 def _count_outputs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
-    """Classes the model really outputs, from a batch-1 forward pass (the shape check will re-verify)."""
-    model.eval()
-    with torch.no_grad():
-        out = model(torch.zeros(1, *input_size))
-    return int(out.shape[-1])
+    """Classes the model really outputs, from a batch-1 forward pass (the shape check will re-verify).
+
+    Raises:
+        ShapeError: the pass failed at this input size, naming the layer, its input and what it expects.
+    """
+    return int(forward.run(model, input_size).shape[-1])
 
 
 def train_digits(out: Path, name: str, epochs: int, version: str | None) -> str:

@@ -32,14 +32,19 @@ def export_onnx(
     input_name: str = "input",
     output_name: str = "logits",
     max_batch_size: int = 1024,
+    input_dtype: torch.dtype = torch.float32,
 ) -> onnx.ModelProto:
-    """Export ``model`` to ``path`` and return the checked graph.
+    """Export ``model`` to ``path`` and return the checked graph; ``input_dtype`` is the graph input's type.
 
     Raises:
         ExportError: if tracing fails or onnx.checker rejects the graph.
     """
     model.eval()
-    sample = torch.randn(TRACE_BATCH, *input_size, generator=torch.Generator().manual_seed(0))
+    generator, shape = torch.Generator().manual_seed(0), (TRACE_BATCH, *input_size)
+    if input_dtype.is_floating_point:
+        sample = torch.randn(shape, generator=generator, dtype=input_dtype)
+    else:  # uint8 pixels (export.uint8_input)
+        sample = torch.randint(0, 256, shape, generator=generator, dtype=input_dtype)
     batch = torch.export.Dim("batch", min=1, max=max(max_batch_size, TRACE_BATCH))
     # The exporter prints its progress with print(); keep our own output readable and log it instead.
     chatter = io.StringIO()

@@ -24,9 +24,11 @@ import torch
 from torch import nn
 
 from export.errors import ExportError
+from export.fp16 import convert_to_fp16, fp16_report, parity_tolerance
 from export.onnx_export import OPSET, export_onnx
 from export.shapes import analyse, enforce_strict
-from export.validate import DEFAULT_TOLERANCE, check_parity, load_session
+from export.uint8_input import INPUT_DTYPES, GraphInput
+from export.validate import check_parity, load_session
 from service.repository import (
     CONFIG_FILENAME,
     IMAGENET_MEAN,
@@ -56,7 +58,9 @@ class ExportSpec:
     max_batch_size: int = 32
     dynamic_batching: DynamicBatching = field(default_factory=DynamicBatching)
     preprocessing: Preprocessing | None = None  # None: derived from input_size (ImageNet statistics)
-    tolerance: float = DEFAULT_TOLERANCE
+    tolerance: float | None = None  # None: the graph precision's own, 1e-4 (fp32) or 5e-2 (fp16; export.fp16)
+    precision: str = "fp32"  # "fp16": the graph is stored in fp16 for GPU providers (export.fp16)
+    input_dtype: str = "float32"  # "uint8": the graph takes 0-255 pixels and normalises them (export.uint8_input)
     extra_report: dict[str, Any] = field(default_factory=dict)  # e.g. training and held-out accuracy
 
 
@@ -85,7 +89,8 @@ def default_preprocessing(input_size: tuple[int, int, int]) -> Preprocessing:
 
 
 @contextmanager
-def _step(number: int, total: int, what: str) -> Iterator[None]:
+def step(number: int, total: int, what: str) -> Iterator[None]:
+    """Report step ``number`` of ``total`` on stderr as it starts and, with its duration, as it ends."""
     print(f"[{number}/{total}] {what} …", file=sys.stderr, flush=True)
     started = time.perf_counter()
     yield
@@ -101,7 +106,8 @@ def _existing_config(model_dir: Path) -> ModelConfig | None:
         raise ExportError("repository", f"existing {model_dir / CONFIG_FILENAME} is unreadable: {err}") from err
 
 
-def _next_version(model_dir: Path, existing: ModelConfig | None, requested: str | None) -> str:
+def next_version(model_dir: Path, existing: ModelConfig | None, requested: str | None) -> str:
+    """The version to write: ``requested`` if it is free, else one more than the highest folder or config entry."""
     taken = {p.name for p in model_dir.iterdir() if p.is_dir()} if model_dir.is_dir() else set()
     if existing:
         taken |= set(existing.versions)
@@ -124,8 +130,10 @@ def build(model: nn.Module, spec: ExportSpec, out_dir: Path, *, architecture: st
         ExportError: naming the failed check, with expected vs actual values. Nothing is left behind.
     """
     model = model.eval()
+    graph_input = GraphInput.of(spec.input_dtype, spec.preprocessing or default_preprocessing(spec.input_size))
+    spec = replace(spec, preprocessing=graph_input.preprocessing)
     total = 6
-    with _step(1, total, f"checking every layer's shape ({spec.rounding} arithmetic)"):
+    with step(1, total, f"checking every layer's shape ({spec.rounding} arithmetic)"):
         shapes = analyse(model, spec.input_size)
         if spec.rounding == "strict":
             try:
@@ -141,17 +149,28 @@ def build(model: nn.Module, spec: ExportSpec, out_dir: Path, *, architecture: st
     out_dir.mkdir(parents=True, exist_ok=True)
     model_dir = out_dir / spec.name
     existing = _existing_config(model_dir)
-    version = _next_version(model_dir, existing, spec.version)
+    version = next_version(model_dir, existing, spec.version)
     staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}.staging-", dir=out_dir))
     try:
         onnx_path = staging / MODEL_FILENAME
-        with _step(2, total, "exporting to ONNX (torch.export, dynamic batch axis)"):
-            graph = export_onnx(model, spec.input_size, onnx_path, max_batch_size=max(spec.max_batch_size, 2))
-        with _step(3, total, "loading in ONNX Runtime"):
+        with step(2, total, "exporting to ONNX (torch.export, dynamic batch axis)"):
+            graph = export_onnx(
+                graph_input.exported(model),
+                spec.input_size,
+                onnx_path,
+                max_batch_size=max(spec.max_batch_size, 2),
+                input_dtype=graph_input.torch_dtype,
+            )
+            conversion = convert_to_fp16(onnx_path) if spec.precision == "fp16" else None
+        with step(3, total, "loading in ONNX Runtime"):
             session = load_session(onnx_path)
-        with _step(4, total, "comparing ONNX Runtime with PyTorch"):
-            parity = check_parity(model, session, spec.input_size, out_shape, tolerance=spec.tolerance)
-        with _step(5, total, "writing the config"):
+        with step(4, total, "comparing ONNX Runtime with PyTorch"):
+            tolerance = parity_tolerance(spec.precision, spec.tolerance)
+            parity = check_parity(
+                model, session, spec.input_size, out_shape, tolerance=tolerance, feed=graph_input.feed()
+            )
+            fp16 = fp16_report(conversion, model, spec.input_size, parity.tolerance) if conversion else {}
+        with step(5, total, "writing the config"):
             report = {
                 "architecture": architecture,
                 "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -161,6 +180,8 @@ def build(model: nn.Module, spec: ExportSpec, out_dir: Path, *, architecture: st
                 "opset": OPSET,
                 "ir_version": graph.ir_version,
                 "rounding": spec.rounding,
+                "input_dtype": spec.input_dtype,
+                "precision": spec.precision,
                 "shape_check": shapes.to_dict(),
                 "parity": {
                     "batch_sizes": list(parity.batch_sizes),
@@ -168,14 +189,13 @@ def build(model: nn.Module, spec: ExportSpec, out_dir: Path, *, architecture: st
                     "max_output_magnitude": parity.max_output_magnitude,
                     "tolerance": parity.tolerance,
                 },
+                **fp16,
                 **spec.extra_report,
             }
-            config = _merged_config(spec, existing, version, VersionInfo(file_sha256(onnx_path), report))
-        with _step(6, total, f"moving into {model_dir}/{version}"):
-            model_dir.mkdir(exist_ok=True)
-            staging.chmod(0o755)  # mkdtemp makes it private; the service may run as another user
-            os.rename(staging, model_dir / version)
-            _write_json_atomically(model_dir / CONFIG_FILENAME, config.to_dict())
+            info = VersionInfo(file_sha256(onnx_path), report, graph_precision=spec.precision)
+            config = _merged_config(spec, existing, version, info)
+        with step(6, total, f"moving into {model_dir}/{version}"):
+            publish(staging, model_dir, version, config)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ExportResult(model_dir / version / MODEL_FILENAME, config, report)
@@ -186,7 +206,7 @@ def _merged_config(spec: ExportSpec, existing: ModelConfig | None, version: str,
     config = ModelConfig(
         name=spec.name,
         max_batch_size=spec.max_batch_size,
-        input=(TensorSpec("input", "TYPE_FP32", spec.input_size),),
+        input=(TensorSpec("input", INPUT_DTYPES[spec.input_dtype], spec.input_size),),
         output=(TensorSpec("logits", "TYPE_FP32", (len(spec.labels),)),),
         preprocessing=spec.preprocessing or default_preprocessing(spec.input_size),
         labels=spec.labels,
@@ -201,10 +221,24 @@ def _merged_config(spec: ExportSpec, existing: ModelConfig | None, version: str,
                 f"{config.input} / {config.output}. Versions of one model share one interface: use another --name",
             )
         config = replace(config, versions={**existing.versions, version: info})
+    if any(v.graph_precision == "fp16" for v in config.versions.values()):
+        config = replace(config, precision="fp16")  # a GPU runs an fp16 graph in fp16 whatever precision says
     try:  # the written file must satisfy the same contract the service reads
         return model_config_from_dict(config.to_dict(), source=f"export of {spec.name}")
     except ConfigError as err:
         raise ExportError("config", str(err)) from err
+
+
+def publish(staging: Path, model_dir: Path, version: str, config: ModelConfig) -> None:
+    """Move a checked staging folder into place as ``model_dir/version``, then replace config.json atomically.
+
+    The version folder appears whole (one rename) before the config names it, so a service polling the repository
+    never sees a config pointing at a half-written model.
+    """
+    model_dir.mkdir(exist_ok=True)
+    staging.chmod(0o755)  # mkdtemp makes it private; the service may run as another user
+    os.rename(staging, model_dir / version)
+    _write_json_atomically(model_dir / CONFIG_FILENAME, config.to_dict())
 
 
 def _write_json_atomically(path: Path, document: dict[str, Any]) -> None:

@@ -1,8 +1,9 @@
 """Per-layer shape analysis: run the module once, predict every layer's output from the arithmetic, compare.
 
 This is what ``python -m export summary`` prints and what every export records in its report: for each leaf
-layer the output volume, activations, parameters and multiply-accumulates, with the prediction from
-:mod:`export.arithmetic` checked against the shape PyTorch actually produced.
+layer the output volume, activations, parameters (also as they would be without weight sharing) and
+multiply-accumulates, with the prediction from :mod:`export.layer_predict` checked against the shape PyTorch
+actually produced; and a row for each module whose output is a new volume (Inception modules, residual blocks).
 """
 
 from __future__ import annotations
@@ -14,17 +15,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from export.arithmetic import Arithmetic, ShapeError, compute
-
-_SHAPE_PRESERVING = (
-    nn.ReLU, nn.ReLU6, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.ELU, nn.Dropout, nn.Dropout2d,
-    nn.BatchNorm2d, nn.LocalResponseNorm, nn.Identity, nn.Softmax,
-)  # fmt: skip
+from export.arithmetic import ShapeError
+from export.forward import Call, run
+from export.layer_predict import pair, predict
 
 
 @dataclass
 class LayerReport:
-    """One leaf layer's row in the summary."""
+    """One row of the summary: a leaf layer, or a module whose output is a new volume (``module`` true).
+
+    A module row's params, MACs and unshared params are its subtree's sums; the totals count leaf rows only, so
+    nothing is counted twice. ``depth`` is 1 plus the number of module rows enclosing the row.
+    """
 
     name: str
     kind: str
@@ -35,6 +37,9 @@ class LayerReport:
     predicted: list[int] | None  # None for layer types the arithmetic does not model
     integral: bool = True  # False where the arithmetic rounded (floor/ceil) instead of tiling exactly
     formula: str = ""
+    unshared_params: int = 0  # params without weight sharing: a Conv2d as a locally connected layer; else params
+    depth: int = 1
+    module: bool = False
 
     @property
     def volume(self) -> str:
@@ -47,136 +52,171 @@ class LayerReport:
 
 @dataclass
 class ShapeReport:
-    """The whole network: input, every leaf layer, totals."""
+    """The whole network: input, every row in forward order, totals over the leaf layers.
+
+    ``biases`` says which view the parameter counts are in (False: biases left out, as course tables count
+    weights); ``max_depth`` folds the rows shown (None: every level), never the totals.
+    """
 
     input: list[int]
     layers: list[LayerReport] = field(default_factory=list)
+    biases: bool = True
+    max_depth: int | None = None
+
+    @property
+    def leaves(self) -> list[LayerReport]:
+        """The layer rows, without module rows: what the totals add up."""
+        return [layer for layer in self.layers if not layer.module]
+
+    @property
+    def rows(self) -> list[LayerReport]:
+        """The rows shown at ``max_depth``: deeper rows are folded into their module row's sums."""
+        return [layer for layer in self.layers if self.max_depth is None or layer.depth <= self.max_depth]
 
     @property
     def total_params(self) -> int:
         """Parameters of all leaf layers (each module counted once)."""
-        return sum(layer.params for layer in self.layers)
+        return sum(layer.params for layer in self.leaves)
+
+    @property
+    def total_unshared_params(self) -> int:
+        """Parameters if every convolution were locally connected (no weight sharing), every other layer as is."""
+        return sum(layer.unshared_params for layer in self.leaves)
 
     @property
     def total_macs(self) -> int:
         """Multiply-accumulates of one forward pass at batch 1."""
-        return sum(layer.macs for layer in self.layers)
+        return sum(layer.macs for layer in self.leaves)
 
     @property
     def total_activations(self) -> int:
         """Values held by the input and every layer output at batch 1 (forward pass, no reuse)."""
-        return math.prod(self.input) + sum(layer.activations for layer in self.layers)
+        return math.prod(self.input) + sum(layer.activations for layer in self.leaves)
 
     def rounded_layers(self) -> list[LayerReport]:
         """Layers whose arithmetic did not tile their input exactly."""
-        return [layer for layer in self.layers if not layer.integral]
+        return [layer for layer in self.leaves if not layer.integral]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form: the layers and the totals (bytes assume float32)."""
+        """JSON form: the view, the rows shown and the totals (bytes assume float32)."""
         return {
             "input": self.input,
-            "layers": [asdict(layer) | {"volume": layer.volume} for layer in self.layers],
+            "counts_biases": self.biases,
+            "max_depth": self.max_depth,
+            "layers": [asdict(layer) | {"volume": layer.volume} for layer in self.rows],
             "totals": {
                 "params": self.total_params,
+                "unshared_params": self.total_unshared_params,
                 "macs": self.total_macs,
                 "activations": self.total_activations,
                 "activation_bytes": 4 * self.total_activations,
-                "layers": len(self.layers),
+                "layers": len(self.leaves),
             },
         }
 
 
-def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[-1]))
+def _own_params(module: nn.Module, biases: bool, recurse: bool = False) -> int:
+    """Parameters of ``module`` (its own only unless ``recurse``), leaving out those named ``bias`` if asked."""
+    named = module.named_parameters(recurse=recurse)
+    return sum(p.numel() for n, p in named if biases or n.rpartition(".")[2] != "bias")
 
 
-def _spatial(module: nn.Module, in_shape: list[int]) -> tuple[Arithmetic, Arithmetic]:
-    """Arithmetic for a Conv2d/MaxPool2d/AvgPool2d along H and W, rounding as PyTorch would."""
-    kernel = _pair(module.kernel_size)  # type: ignore[arg-type]
-    stride = _pair(module.stride or module.kernel_size)  # type: ignore[arg-type]
-    padding = _pair(module.padding)  # type: ignore[arg-type]
-    dilation = _pair(getattr(module, "dilation", 1))
-    ceil = bool(getattr(module, "ceil_mode", False))
-    return (
-        compute(in_shape[1], kernel[0], padding[0], stride[0], dilation[0], strict=False, ceil_mode=ceil),
-        compute(in_shape[2], kernel[1], padding[1], stride[1], dilation[1], strict=False, ceil_mode=ceil),
-    )
+def _unshared(module: nn.Module, out_shape: list[int], params: int, biases: bool) -> int:
+    """A Conv2d's parameters as a locally connected layer: one filter (and bias) per output value, none shared.
+
+    out_H·out_W·out_C × (in_C/groups·kH·kW + 1 with a counted bias); other layers share nothing, so: ``params``.
+    """
+    if not isinstance(module, nn.Conv2d) or not params:  # params 0: a reused module, counted at its first call
+        return params
+    kh, kw = pair(module.kernel_size)
+    bias = int(module.bias is not None and biases)
+    return math.prod(out_shape) * ((module.in_channels // module.groups) * kh * kw + bias)
 
 
-def _predict(module: nn.Module, in_shape: list[int]) -> tuple[list[int] | None, bool, str, int]:
-    """Predicted output shape, whether it was integral, the formula, and MACs at batch 1."""
-    if isinstance(module, nn.Conv2d | nn.MaxPool2d | nn.AvgPool2d):
-        if isinstance(module.padding, str):
-            return None, True, "", 0  # 'same'/'valid' padding: no single formula to check
-        h, w = _spatial(module, in_shape)
-        channels = module.out_channels if isinstance(module, nn.Conv2d) else in_shape[0]
-        macs = 0
-        if isinstance(module, nn.Conv2d):
-            kh, kw = _pair(module.kernel_size)
-            macs = channels * h.output * w.output * (module.in_channels // module.groups) * kh * kw
-        formula = f"H: {h.formula()}; W: {w.formula()}" if h != w else w.formula()
-        return [channels, h.output, w.output], h.integral and w.integral, formula, macs
-    if isinstance(module, nn.Linear):
-        return [module.out_features], True, "", module.in_features * module.out_features
-    if isinstance(module, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d):
-        oh, ow = _pair(module.output_size)  # type: ignore[arg-type]
-        return [in_shape[0], oh, ow], True, "", 0
-    if isinstance(module, nn.Flatten):
-        return [math.prod(in_shape)], True, "", 0
-    if isinstance(module, _SHAPE_PRESERVING):
-        return list(in_shape), True, "", 0
-    return None, True, "", 0
+def analyse(
+    model: nn.Module, input_size: tuple[int, ...], *, biases: bool = True, max_depth: int | None = None
+) -> ShapeReport:
+    """Run ``model`` once at batch 1 and report every layer and module row, checking layers against the arithmetic.
 
-
-def analyse(model: nn.Module, input_size: tuple[int, ...]) -> ShapeReport:
-    """Run ``model`` once at batch 1 and report every leaf layer, checking it against the arithmetic.
+    A container below the root becomes a *module row* when its output is a new volume: its children do not form
+    a plain chain (an Inception module concatenates branches, a residual block adds its shortcut), or it holds
+    such a row (a ResNet stage of blocks). A plain ``nn.Sequential`` wrapper adds no row: its output is already
+    its last layer's row. Module rows come after their children, where the forward pass produces their output,
+    so each row's volume is the next row's input, as a paper's table reads.
 
     Args:
         model: the network; it is put in eval mode.
         input_size: (C, H, W) without the batch axis.
+        biases: False to count weights only (parameters named ``bias`` left out), in every column and total.
+        max_depth: fold the rows shown to this depth; the totals always cover every layer.
 
     Raises:
-        ShapeError: when a layer's actual output differs from the arithmetic's prediction.
+        ShapeError: when a layer's actual output differs from the arithmetic's prediction, or the forward pass
+            fails (naming the layer, its input and what it expects, and any earlier layer that rounded).
     """
-    report = ShapeReport(input=list(input_size))
+    report = ShapeReport(input=list(input_size), biases=biases, max_depth=max_depth)
+    placed: list[tuple[LayerReport, Call]] = []
     counted: set[int] = set()
     mismatches: list[str] = []
 
-    def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        if not isinstance(output, torch.Tensor) or not args or not isinstance(args[0], torch.Tensor):
-            return
-        in_shape = list(args[0].shape[1:])
-        out_shape = list(output.shape[1:])
-        predicted, integral, formula, macs = _predict(module, in_shape)
-        params = 0 if id(module) in counted else sum(p.numel() for p in module.parameters(recurse=False))
-        counted.add(id(module))
-        name = names[id(module)]
-        report.layers.append(
-            LayerReport(
-                name, type(module).__name__, out_shape, math.prod(out_shape), params, macs, predicted, integral, formula
-            )  # fmt: skip
-        )
-        if predicted is not None and predicted != out_shape:
-            mismatches.append(f"{name} ({type(module).__name__}): arithmetic predicts {predicted}, got {out_shape}")
+    def on_return(call: Call) -> None:
+        if call.parent is not None and call.row_below:
+            call.parent.row_below = True
+        if isinstance(call.output, torch.Tensor) and isinstance(call.input, torch.Tensor):
+            out_shape = list(call.output.shape[1:])
+            if call.leaf:
+                row = _layer_row(call, list(call.input.shape[1:]), out_shape)
+                call.params, call.macs, call.unshared_params = row.params, row.macs, row.unshared_params
+                placed.append((row, call))
+                if row.predicted is not None and row.predicted != out_shape:
+                    mismatches.append(f"{row.name} ({row.kind}): arithmetic predicts {row.predicted}, got {out_shape}")
+            elif call.parent is not None and (call.row_below or not call.plain_chain):
+                call.row = call.parent.row_below = True
+                kind, volume = type(call.module).__name__, math.prod(out_shape)
+                row = LayerReport(
+                    call.name,
+                    kind,
+                    out_shape,
+                    volume,
+                    call.params,
+                    call.macs,
+                    None,
+                    unshared_params=call.unshared_params,
+                    module=True,
+                )
+                placed.append((row, call))
+        if call.parent is not None:
+            call.parent.params += call.params
+            call.parent.macs += call.macs
+            call.parent.unshared_params += call.unshared_params
 
-    names = {id(m): n for n, m in model.named_modules()}
-    leaves = [m for m in model.modules() if not list(m.children())]
-    handles = [m.register_forward_hook(hook) for m in leaves]
-    was_training = model.training
-    model.eval()
+    def _layer_row(call: Call, in_shape: list[int], out_shape: list[int]) -> LayerReport:
+        predicted, integral, formula, macs = predict(call.module, in_shape)
+        params = 0 if id(call.module) in counted else _own_params(call.module, biases)
+        counted.add(id(call.module))
+        unshared = _unshared(call.module, out_shape, params, biases)
+        kind = type(call.module).__name__
+        return LayerReport(
+            call.name, kind, out_shape, math.prod(out_shape), params, macs, predicted, integral, formula, unshared
+        )
+
     try:
-        with torch.no_grad():
-            model(torch.zeros(1, *input_size))
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+        run(model, input_size, on_return)
+    except ShapeError as err:
+        rounded = [row for row, _ in placed if not row.integral]
+        first = rounded[0] if rounded else None
+        note = f"; earlier, {first.name} rounded {first.formula}: is the input size right?" if first else ""
+        raise ShapeError(f"{err}{note}") from err
+    for row, call in placed:
+        row.depth = call.depth()
+    report.layers = [row for row, _ in placed]
     if mismatches:
         raise ShapeError("output shapes disagree with the convolution arithmetic: " + "; ".join(mismatches))
     # Parameters outside leaf layers (rare: a bare nn.Parameter on a container) still count.
-    stray = sum(p.numel() for p in model.parameters()) - report.total_params
+    stray = _own_params(model, biases, recurse=True) - report.total_params
     if stray:
-        report.layers.append(LayerReport("(other parameters)", "Parameter", [], 0, stray, 0, None))
+        other = LayerReport("(other parameters)", "Parameter", [], 0, stray, 0, None, unshared_params=stray)
+        report.layers.append(other)
     return report
 
 

@@ -8,10 +8,13 @@ exceeds any fixed absolute bound. Output shapes must equal the arithmetic's pred
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import onnx
 import onnxruntime as ort
 import torch
@@ -21,6 +24,14 @@ from export.errors import ExportError
 
 PARITY_BATCH_SIZES = (1, 2, 5, 8)
 DEFAULT_TOLERANCE = 1e-4
+#: Draws one parity batch of a shape: what PyTorch gets and what ONNX Runtime gets. By default the same random floats;
+#: a graph that normalises uint8 pixels itself gets the pixels, PyTorch their normalised values (export.uint8_input).
+Feed = Callable[[torch.Generator, tuple[int, ...]], tuple[torch.Tensor, npt.NDArray[Any]]]
+
+
+def _gaussian(generator: torch.Generator, shape: tuple[int, ...]) -> tuple[torch.Tensor, npt.NDArray[Any]]:
+    x = torch.randn(shape, generator=generator)
+    return x, x.numpy()
 
 
 @dataclass(frozen=True)
@@ -61,11 +72,13 @@ def check_parity(
     *,
     batch_sizes: tuple[int, ...] = PARITY_BATCH_SIZES,
     tolerance: float = DEFAULT_TOLERANCE,
+    feed: Feed | None = None,
 ) -> ParityResult:
     """Compare ONNX Runtime with PyTorch on the same seeded inputs.
 
     Args:
         expected_output: the output shape (without batch) the shape analysis predicted.
+        feed: the inputs, when the graph takes other than the floats ``model`` takes (default: the same floats).
 
     Raises:
         ExportError: ``output-shape`` when ORT's output shape differs from the prediction, ``parity`` when
@@ -77,10 +90,10 @@ def check_parity(
     worst = 0.0
     magnitude = 1.0
     for batch in batch_sizes:
-        x = torch.randn(batch, *input_size, generator=generator)
+        x, graph_x = (feed or _gaussian)(generator, (batch, *input_size))
         with torch.no_grad():
             expected = model(x).numpy()
-        actual = session.run(None, {input_name: x.numpy()})[0]
+        actual = session.run(None, {input_name: graph_x})[0]
         if tuple(actual.shape) != (batch, *expected_output):
             raise ExportError(
                 "output-shape",

@@ -45,6 +45,9 @@ MAX_GPU_MEMORY_LIMIT_MB = 1 << 24  # 16 TiB: a bound on the number, not on any r
 #: ran), ``tf32`` (CUDA's TensorFloat-32 convolutions and matmuls, ORT's own default), ``fp16`` (TensorRT builds
 #: fp16 engines). The CPU always computes in fp32.
 PRECISIONS = ("fp32", "tf32", "fp16")
+#: What one version's graph stores its weights and activations in (``versions.<v>.graph_precision``): ``fp16`` is
+#: for GPU providers only (``service/precision.py``) and requires the model's ``precision`` to be ``fp16``.
+GRAPH_PRECISIONS = ("fp32", "fp16")
 
 #: torchvision's ImageNet channel statistics, the default normalisation of an RGB model.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -133,6 +136,10 @@ class Preprocessing:
     ``invert`` flips intensities (1 - x) before normalising, for models trained on light-on-dark digits.
     ``jpeg_decode`` ``scaled`` lets a JPEG decode at a reduced DCT scale that keeps both sides at least ``resize``
     (much less work for photographs larger than the model needs); ``exact`` decodes every pixel, as torchvision does.
+    ``normalize`` says who does ToTensor + Normalize: ``service`` feeds a float input ``(x / 255 - mean) / std``;
+    ``graph`` feeds a TYPE_UINT8 input the 0-255 pixels (resized, cropped, inverted) and the graph divides and
+    normalises itself, with ``mean``/``std`` kept as the record of what it folds (``export build --input-dtype
+    uint8``). Left out, it follows the input's type; the parser refuses a type the choice cannot feed.
     """
 
     resize: int
@@ -144,14 +151,16 @@ class Preprocessing:
     invert: bool = False
     layout: str = "NCHW"
     jpeg_decode: str = "scaled"
+    normalize: str = "service"  # service | graph
 
 
 @dataclass(frozen=True)
 class VersionInfo:
-    """Facts about one exported version: the artefact's digest and the export pipeline's report."""
+    """Facts about one exported version: the artefact's digest, the export pipeline's report, its graph precision."""
 
     sha256: str
     export_report: dict[str, Any] = field(default_factory=dict)
+    graph_precision: str = "fp32"  # one of GRAPH_PRECISIONS
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,9 @@ NAME_RULE = f"1 to {MAX_NAME_BYTES} characters from A-Z a-z 0-9 _ . -, and not '
 _KINDS = ("KIND_AUTO", "KIND_CPU", "KIND_GPU")
 _CHANNELS = {"L": 1, "RGB": 3}
 _INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+#: The input types images can fill, by who normalises (``preprocessing.normalize``): the service's float arithmetic
+#: is cast to any float type; a graph that normalises itself takes the uint8 pixels.
+_IMAGE_INPUT_TYPES = {"service": ("TYPE_FP16", "TYPE_FP32", "TYPE_FP64"), "graph": ("TYPE_UINT8",)}
 
 
 def is_model_name(name: str) -> bool:
@@ -142,7 +145,17 @@ def _preprocessing(fields: Fields, first_input: TensorSpec) -> Preprocessing:
         invert=fields.flag("invert"),
         layout=fields.text("layout", choices=("NCHW",)),
         jpeg_decode=fields.text("jpeg_decode", choices=("scaled", "exact")),
+        normalize=fields.text("normalize", choices=tuple(_IMAGE_INPUT_TYPES))
+        if "normalize" in fields.raw
+        else ("graph" if first_input.data_type == "TYPE_UINT8" else "service"),
     )
+    if first_input.data_type not in _IMAGE_INPUT_TYPES[pre.normalize]:
+        raise ConfigError(
+            f"{fields.where}: input '{first_input.name}' is {first_input.data_type}, which preprocessing.normalize "
+            f"'{pre.normalize}' cannot feed: 'service' feeds normalised TYPE_FP16/FP32/FP64, 'graph' feeds the 0-255 "
+            "pixels to a TYPE_UINT8 input that normalises itself. Fix either, or leave preprocessing out to serve "
+            "the model over v2 tensors only"
+        )
     channels = _CHANNELS[pre.color_mode]
     expected = (channels, *pre.crop)
     if first_input.dims != expected:
@@ -180,9 +193,21 @@ def model_config_from_dict(raw: dict[str, Any], source: str = "config.json") -> 
     if labels and len(labels) != n_classes:
         raise top.error("labels", f"has {len(labels)} entries but output '{outputs[0].name}' has {n_classes} classes")
     versions = {
-        version: VersionInfo(sha256=info.text("sha256"), export_report=info.json_object("export_report"))
+        version: VersionInfo(
+            sha256=info.text("sha256"),
+            export_report=info.json_object("export_report"),
+            graph_precision=info.text("graph_precision", choices=limits.GRAPH_PRECISIONS),
+        )
         for version, info in top.entries("versions", VersionInfo).items()
     }
+    precision = top.text("precision", choices=limits.PRECISIONS)
+    fp16_graphs = sorted(v for v, info in versions.items() if info.graph_precision == "fp16")
+    if fp16_graphs and precision != "fp16":  # a GPU runs an fp16 graph in fp16 whatever precision says
+        raise top.error(
+            "precision",
+            f"is {precision!r} but versions {fp16_graphs} hold fp16 graphs (graph_precision 'fp16'), which run in "
+            "fp16 on every GPU provider: set precision to 'fp16'",
+        )
     return ModelConfig(
         name=name,
         max_batch_size=max_batch_size,
@@ -196,6 +221,6 @@ def model_config_from_dict(raw: dict[str, Any], source: str = "config.json") -> 
         execution_providers=top.texts("execution_providers"),
         platform=top.text("platform", choices=(PLATFORM,)),
         version_policy=_version_policy(top),
-        precision=top.text("precision", choices=limits.PRECISIONS),
+        precision=precision,
         optimization=_optimization(top),
     )

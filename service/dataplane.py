@@ -32,7 +32,7 @@ from service.errors import (
 from service.image_decode import ImageError, ImageTooLarge, declared_pixels
 from service.metrics import Metrics, ModelMetrics
 from service.model_manager import ModelManager
-from service.preprocess import ImageTransform, preprocess, softmax
+from service.preprocess import ImageTransform, ModelInput, preprocess, softmax
 from service.served_model import ServedModel
 
 
@@ -155,7 +155,7 @@ class DataPlane:
                 f"model '{model.config.name}' failed while running this request's batch; see the server log"
             ) from err
 
-    def _preprocess(self, data: bytes, transform: ImageTransform, metrics: ModelMetrics) -> npt.NDArray[np.float32]:
+    def _preprocess(self, data: bytes, transform: ImageTransform, metrics: ModelMetrics) -> ModelInput:
         started = time.perf_counter()
         tensor = preprocess(data, transform, self.max_image_pixels)
         metrics.preprocessed(time.perf_counter() - started)
@@ -184,7 +184,9 @@ class DataPlane:
                     raise BadRequest(f"{which}: {result}", code="invalid_image") from result
                 raise result
         arrays = [r for r in results if not isinstance(r, BaseException)]
-        return arrays[0][None] if len(arrays) == 1 else np.stack(arrays)
+        batch = arrays[0][None] if len(arrays) == 1 else np.stack(arrays)
+        # float32 or uint8 pixels as the config says; cast for an FP16 or FP64 input (a no-op otherwise).
+        return batch.astype(model.signature.inputs[model.config.input[0].name].dtype, copy=False)
 
     async def classify_scores(
         self,

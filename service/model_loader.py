@@ -18,7 +18,7 @@ import onnxruntime as ort
 from service.compute_gate import cpu_gate
 from service.config_model import MAX_SERVED_VERSIONS
 from service.errors import BadRequest
-from service.precision import running_precision
+from service.precision import refuse_fp16_graph_on_cpu, running_precision
 from service.providers import ProviderSettings, choose_providers, short_name
 from service.repository import (
     MODEL_FILENAME,
@@ -132,28 +132,35 @@ class ModelLoader:
     ) -> LoadedModel:
         started = time.perf_counter()
         verify_digest(config, version, path)
-        runner, runs = self._warm_runner(path, config, threads, solo_threads)
+        runner, runs = self._warm_runner(path, config, version, threads, solo_threads)
         provider = runner.sessions[0].get_providers()[0]
         logger.info(
             "model '%s' version %s ready: %d instance(s) on %s (%s at %s%s), %d ORT thread(s) each, "
             "%d warm-up runs (batch buckets %s), %.2f s",
             config.name, version, config.instance_group.instances, runner.device, provider,
-            running_precision(short_name(provider), config.precision),
+            running_precision(short_name(provider), config.precision, config.versions[version].graph_precision),
             f", GPUs {runner.device_ids}" if runner.device == "cuda" else "", threads, runs, list(runner.buckets),
             time.perf_counter() - started,
         )  # fmt: skip
         return LoadedModel(config, version, runner)
 
-    def _warm_runner(self, path: Path, config: ModelConfig, threads: int, solo_threads: int) -> tuple[ModelRunner, int]:
+    def _warm_runner(
+        self, path: Path, config: ModelConfig, version: str, threads: int, solo_threads: int
+    ) -> tuple[ModelRunner, int]:
         """The model's runner, validated against its config and warm; returns it and the warm-up runs made.
+
+        An fp16 graph is refused before any session when the chain offers no GPU provider, and after when the GPU
+        provider did not start (``service/precision.py``).
 
         A CPU model fast enough to run on the event loop also gets single-threaded sessions for those runs. A GPU
         model never does: its batches wait on the device, which must never hold up the event loop. A slower CPU
         model in a multi-worker server gets solo sessions with all ``solo_threads`` for lone requests.
         """
         providers = choose_providers(config, self.providers)
+        refuse_fp16_graph_on_cpu(config, version, short_name(providers[0]))
         devices = config.instance_group.devices(self.providers.device_id)
         sessions, device = self._sessions(path, config, providers, threads, devices)
+        refuse_fp16_graph_on_cpu(config, version, device)
         validate_graph(config, sessions[0])
         runner = ModelRunner(sessions, config, device, device_ids=devices)
         runs = runner.warm_up(config)

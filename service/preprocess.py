@@ -1,5 +1,7 @@
 """Image bytes → model input, exactly as torchvision's ``Resize(int) → CenterCrop → ToTensor → Normalize``; and top-k.
 
+A model whose graph normalises itself (``normalize: graph``, a uint8 input) gets the pixels before ``ToTensor``.
+
 Pure functions, run in the preprocessing thread pool. Decoding is ``service/image_decode.py``'s; the resize is
 Pillow's own (torchvision calls it for PIL images, with its built-in antialiasing). With ``jpeg_decode: exact`` the
 only difference from torchvision is float rounding in the fused normalisation (and a level or two in images beyond
@@ -35,13 +37,17 @@ _WHOLE_AXIS_MAX = 16
 #: Source pixels the widest filter (bicubic) reads on either side of a sample point, before downscaling widens it.
 _FILTER_SUPPORT = 2
 
+#: One image as the model takes it: normalised float32, or uint8 pixels for a graph that normalises them itself.
+ModelInput = npt.NDArray[np.float32] | npt.NDArray[np.uint8]
+
 
 @dataclass(frozen=True)
 class ImageTransform:
     """A model's ``Preprocessing`` compiled once: Pillow constants and the fused normalisation coefficients.
 
     ``ToTensor`` then ``Normalize`` computes ``(x / 255 - mean) / std`` (or ``(1 - x / 255 - mean) / std`` when
-    inverting); that is ``x * scale + bias`` per channel, one multiply and one add over uint8 pixels.
+    inverting); that is ``x * scale + bias`` per channel, one multiply and one add over uint8 pixels. With
+    ``in_graph`` the model does that itself: it gets the pixels, inverted here (``255 - x``, exact) when asked.
     """
 
     resize: int
@@ -51,6 +57,8 @@ class ImageTransform:
     scale: npt.NDArray[np.float32]  # (C, 1, 1)
     bias: npt.NDArray[np.float32]  # (C, 1, 1)
     jpeg_min_side: int = 0  # a JPEG may decode scaled while both sides stay this long; 0: every pixel
+    in_graph: bool = False  # the graph normalises: hand it the uint8 pixels
+    invert: bool = False  # applied to the pixels when in_graph (otherwise folded into scale and bias)
 
     @classmethod
     def from_config(cls, pre: Preprocessing) -> ImageTransform:
@@ -62,7 +70,9 @@ class ImageTransform:
         scale = (sign / (255.0 * std)).astype(np.float32).reshape(-1, 1, 1)
         bias = ((offset - mean) / std).astype(np.float32).reshape(-1, 1, 1)
         min_side = pre.resize if pre.jpeg_decode == "scaled" else 0
-        return cls(pre.resize, pre.crop, pre.color_mode, _RESAMPLE[pre.interpolation], scale, bias, min_side)
+        resample = _RESAMPLE[pre.interpolation]
+        in_graph = pre.normalize == "graph"
+        return cls(pre.resize, pre.crop, pre.color_mode, resample, scale, bias, min_side, in_graph, pre.invert)
 
 
 def _crop_origin(size: int, crop: int) -> int:
@@ -108,8 +118,9 @@ def _axis_plan(size: int, new: int, crop: int, whole_max: int) -> _Axis:
     return _Axis(0.0, float(size), new, offset, True)
 
 
-def resize_crop_normalise(image: Image.Image, transform: ImageTransform) -> npt.NDArray[np.float32]:
-    """Resize the shorter side to ``transform.resize``, centre-crop, normalise into a ``(C, H, W)`` float32 array.
+def resize_crop_normalise(image: Image.Image, transform: ImageTransform) -> ModelInput:
+    """Resize the shorter side to ``transform.resize``, centre-crop, normalise into a ``(C, H, W)`` float32 array
+    (or, for a graph that normalises itself, stop at the ``(C, H, W)`` uint8 pixels).
 
     Every image made here is bounded by the model's input, not by the source's shape: at most ``_WHOLE_AXIS_MAX``
     times ``resize`` pixels along the long axis (the source's own size where it is shrunk).
@@ -138,13 +149,15 @@ def resize_crop_normalise(image: Image.Image, transform: ImageTransform) -> npt.
     # and scaling in place gives the same values as a mixed uint8 × float32 multiply, without numpy's casting
     # buffers (a few per cent of the whole function).
     pixels = np.ascontiguousarray(np.asarray(image).reshape(crop_h, crop_w, -1).transpose(2, 0, 1))
+    if transform.in_graph:
+        return 255 - pixels if transform.invert else pixels
     out = pixels.astype(np.float32)
     out *= transform.scale
     out += transform.bias
     return out
 
 
-def preprocess(data: bytes, transform: ImageTransform, max_pixels: int) -> npt.NDArray[np.float32]:
+def preprocess(data: bytes, transform: ImageTransform, max_pixels: int) -> ModelInput:
     """Decode and transform one image; the function the preprocessing pool runs."""
     return resize_crop_normalise(decode(data, transform.mode, max_pixels, transform.jpeg_min_side), transform)
 

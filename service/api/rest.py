@@ -1,22 +1,17 @@
-"""REST image classification: raw-body or multipart images in, labelled top-k out; plus TF-Serving style ``:predict``.
+"""REST image classification: raw-body or multipart images in, labelled top-k out; plus KServe v1 ``:predict``.
 
 Images are decoded and preprocessed off the event loop by the data plane; these handlers only sort out the
-media type and shape the JSON.
+media type and shape the JSON. ``classify`` and ``:predict`` take their images differently and answer the same
+labelled top-k per image, made by one function (``_labelled``), each in its protocol's envelope.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import time
-from collections.abc import AsyncGenerator
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import orjson
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -24,17 +19,16 @@ from service.api.body import read_body
 from service.api.client_numbers import whole_number
 from service.api.request_info import TIMEOUT, disconnect_probe, timeout_header_us
 from service.api.responses import json_response
+from service.api.rest_bodies import Images, read_images, read_instances
 from service.api.routes import QueryParameter, Responses, Route, RouteGroup
 from service.dataplane import DataPlane
-from service.errors import BadRequest, UnsupportedMediaType
+from service.errors import BadRequest
 from service.preprocess import top_k
 from service.served_model import ServedModel
 
-Images = list[tuple[str | None, bytes]]
+Predictions = list[list[dict[str, Any]]]
 DEFAULT_TOP_K = 5
 
-#: Raw-body media types taken as one image. curl's ``--data-binary`` sends x-www-form-urlencoded by default.
-_RAW_TYPES = ("application/octet-stream", "application/x-www-form-urlencoded", "")
 _ERRORS: Responses = {
     400: {"description": "Corrupt or truncated image, bad top_k, too many images, malformed multipart or JSON."},
     404: {"description": "Unknown model or version."},
@@ -60,65 +54,15 @@ _TOP_K = QueryParameter(
     {"type": "integer", "minimum": 1, "default": DEFAULT_TOP_K},
 )
 _PREDICT_BODY = {
-    "description": 'TF-Serving / KServe v1 style: {"instances": [{"b64": "<base64 image>"}, …]}; an instance '
-    'may also be {"<input name>": {"b64": "…"}}. Answers {"predictions": [[softmax scores], …]}.',
-    "content": {"application/json": {"example": {"instances": [{"b64": "iVBORw0KGgo…"}]}}},
+    "description": 'KServe v1 / TF-Serving style: {"instances": [{"b64": "<base64 image>"}, …], "top_k": 5}; an '
+    'instance may also be {"<input name>": {"b64": "…"}}; top_k (optional) as in the query, which it must match '
+    'when both are given. Answers {"model", "version", "predictions": [[{"label", "index", "score"}, …], …]}: '
+    "classify's top-k per instance, in order.",
+    "content": {"application/json": {"example": {"instances": [{"b64": "iVBORw0KGgo…"}], "top_k": 3}}},
 }
 
 
-async def _once(body: bytes) -> AsyncGenerator[bytes, None]:
-    yield body
-
-
-async def _multipart(request: Request, body: bytes, max_files: int) -> Images:
-    parser = MultiPartParser(request.headers, _once(body), max_files=max_files, max_part_size=len(body) + 1)
-    try:
-        form = await parser.parse()
-    except MultiPartException as err:
-        raise BadRequest(f"malformed multipart/form-data body: {err.message}", code="bad_multipart") from err
-    try:
-        return [(f.filename, await f.read()) for _, f in form.multi_items() if isinstance(f, UploadFile)]
-    finally:
-        await form.close()
-
-
-async def _images(request: Request, limit: int, max_files: int) -> Images:
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type != "multipart/form-data" and not media_type.startswith("image/") and media_type not in _RAW_TYPES:
-        raise UnsupportedMediaType(
-            f"Content-Type '{media_type}' is not accepted; send one image as the body (image/jpeg, image/png, "
-            "image/webp, image/bmp, … or application/octet-stream) or images as multipart/form-data files"
-            + ("; for JSON with base64 images use POST /v1/models/{model}:predict" if "json" in media_type else "")
-        )
-    body = await read_body(request, limit)
-    if media_type == "multipart/form-data":
-        return await _multipart(request, body, max_files)
-    return [(None, body)]
-
-
-def _instances(body: bytes) -> Images:
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as err:
-        raise BadRequest(f"request body is not valid JSON: {err}") from err
-    instances = document.get("instances") if isinstance(document, dict) else None
-    if not isinstance(instances, list):
-        raise BadRequest('expected {"instances": [{"b64": "<base64 image>"}, …]}')
-    images: Images = []
-    for i, instance in enumerate(instances):
-        if isinstance(instance, dict) and len(instance) == 1 and "b64" not in instance:
-            instance = next(iter(instance.values()))  # {"image_bytes": {"b64": …}}
-        encoded = instance.get("b64") if isinstance(instance, dict) else None
-        if not isinstance(encoded, str):
-            raise BadRequest(f'instances[{i}] must be {{"b64": "<base64 image>"}}, got {str(instance)[:80]}')
-        try:
-            images.append((f"instances[{i}]", base64.b64decode(encoded, validate=True)))
-        except (binascii.Error, ValueError) as err:
-            raise BadRequest(f"instances[{i}].b64 is not valid base64 ({err})") from err
-    return images
-
-
-def _predictions(scores: npt.NDArray[np.float32], k: int, labels: tuple[str, ...]) -> list[list[dict[str, Any]]]:
+def _predictions(scores: npt.NDArray[np.float32], k: int, labels: tuple[str, ...]) -> Predictions:
     indices, values = top_k(scores, k)
     return [
         [
@@ -129,17 +73,24 @@ def _predictions(scores: npt.NDArray[np.float32], k: int, labels: tuple[str, ...
     ]
 
 
-def _top_k(raw: str | None, classes: int) -> int:
-    """The ``top_k`` query parameter: ``DEFAULT_TOP_K`` (or every class if fewer) when absent, else 1..classes."""
-    if raw is None:
+def _top_k(raw: str | None, classes: int, body: str | None = None) -> int:
+    """``top_k`` from the query (and ``:predict``'s body): ``DEFAULT_TOP_K`` (or every class if fewer) when absent,
+    else 1..classes; given in both places, the two must agree rather than one silently win."""
+    given = [text for text in (raw, body) if text is not None]
+    if not given:
         return min(DEFAULT_TOP_K, classes)
-    k = whole_number(raw, classes)
-    if not k:
-        raise BadRequest(
-            f"top_k is {raw[:40]!r}, expected a whole number 1..{classes} (the model's classes) in ASCII digits",
-            code="bad_top_k",
-        )
-    return k
+    values = set()
+    for text in given:
+        k = whole_number(text, classes)
+        if not k:
+            raise BadRequest(
+                f"top_k is {text[:40]!r}, expected a whole number 1..{classes} (the model's classes) in ASCII digits",
+                code="bad_top_k",
+            )
+        values.add(k)
+    if len(values) > 1:
+        raise BadRequest(f"top_k is {raw} in the query but {body} in the body; give one", code="bad_top_k")
+    return values.pop()
 
 
 def _describe(model: ServedModel) -> dict[str, Any]:
@@ -171,33 +122,37 @@ class ClassificationRoutes:
         """Every served model with its tensors, preprocessing and labels."""
         return json_response({"models": [_describe(m) for m in self.plane.models.served()]})
 
-    async def predict(self, request: Request, model: str, version: str | None) -> Response:
-        """Base64 images in a JSON body → softmax scores per instance."""
-        arrived = time.monotonic()  # fresh: the loop's clock is cached per iteration
-        served = self.plane.model(model, version)
-        with self.plane.track(served):
-            images = _instances(await read_body(request, self.max_body_bytes))
-            deadline = self.plane.deadline(served, arrived, timeout_header_us(request))
-            scores = await self.plane.classify_scores(
-                served, images, deadline=deadline, is_gone=disconnect_probe(request)
-            )
-        return json_response({"predictions": scores})
-
-    async def classify(self, request: Request, model: str, version: str | None) -> Response:
-        """Raw-body or multipart images → labelled top-k per image."""
+    async def _labelled(
+        self, request: Request, model: str, version: str | None, json_body: bool
+    ) -> tuple[ServedModel, Images, Predictions]:
+        """What both routes answer: the labelled top-k of each image, from a ``:predict`` JSON body or not."""
         arrived = time.monotonic()  # fresh: the loop's clock is cached per iteration
         served = self.plane.model(model, version)
         config = served.config
         with self.plane.track(served):
-            k = _top_k(request.query_params.get("top_k"), config.output[0].dims[-1])
-            images = await _images(request, self.max_body_bytes, config.max_batch_size + 1)
+            query_k, classes = request.query_params.get("top_k"), config.output[0].dims[-1]
+            if json_body:
+                images, body_k = read_instances(await read_body(request, self.max_body_bytes))
+                k = _top_k(query_k, classes, body_k)
+            else:  # a bad top_k is refused before the body is read
+                k = _top_k(query_k, classes)
+                images = await read_images(request, self.max_body_bytes, config.max_batch_size + 1)
             deadline = self.plane.deadline(served, arrived, timeout_header_us(request))
             scores = await self.plane.classify_scores(
                 served, images, deadline=deadline, is_gone=disconnect_probe(request)
             )
-        predictions = _predictions(scores, k, config.labels)
+        return served, images, _predictions(scores, k, config.labels)
+
+    async def predict(self, request: Request, model: str, version: str | None) -> Response:
+        """Base64 images in a JSON body → labelled top-k per instance, in KServe v1's ``predictions``."""
+        served, _, predictions = await self._labelled(request, model, version, json_body=True)
+        return json_response({"model": served.config.name, "version": served.version, "predictions": predictions})
+
+    async def classify(self, request: Request, model: str, version: str | None) -> Response:
+        """Raw-body or multipart images → labelled top-k per image."""
+        served, images, predictions = await self._labelled(request, model, version, json_body=False)
         results = [{"filename": name, "predictions": p} for (name, _), p in zip(images, predictions, strict=True)]
-        return json_response({"model": config.name, "version": served.version, "results": results})
+        return json_response({"model": served.config.name, "version": served.version, "results": results})
 
     def routes(self) -> RouteGroup:
         """The REST routes, ':predict' first: Starlette's '{model}' would otherwise swallow 'name:predict'."""
@@ -214,9 +169,10 @@ class ClassificationRoutes:
                     "POST",
                     "/v1/models/{model}:predict",
                     self.predict,
-                    "TF-Serving style prediction from base64 images: softmax scores per instance.",
+                    "KServe v1 prediction from base64 images: top_k labels with softmax scores per instance.",
                     responses=_ERRORS,
                     body=_PREDICT_BODY,
+                    query=(_TOP_K,),
                     headers=(TIMEOUT,),
                     hot=True,
                     versioned=True,

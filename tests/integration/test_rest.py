@@ -93,20 +93,20 @@ def test_rgb_model_classifies_a_jpeg_photo(server: Server, model_repository: Pat
     assert (top["index"], top["label"]) == (best, config.labels[best])
 
 
-def test_predict_takes_base64_instances_and_answers_softmax_scores(
+def test_predict_takes_base64_instances_and_answers_as_classify(
     server: Server, digits_holdout: list[tuple[bytes, int]]
 ) -> None:
     pngs = [png for png, _ in digits_holdout[:3]]
     instances = [{"b64": base64.b64encode(pngs[0]).decode()}] + [
         {"image_bytes": {"b64": base64.b64encode(png).decode()}} for png in pngs[1:]
     ]
-    response = httpx.post(f"{server.url}/v1/models/lenet5_digits:predict", json={"instances": instances})
+    response = httpx.post(f"{server.url}/v1/models/lenet5_digits:predict?top_k=10", json={"instances": instances})
     assert response.status_code == 200, response.text
-    scores = np.array(response.json()["predictions"])
-    assert scores.shape == (3, 10)
-    np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-5)
-    via_classify = classify(server, "lenet5_digits", [("a.png", pngs[0])], top_k=10)[0]["predictions"]
-    np.testing.assert_allclose(scores[0, [p["index"] for p in via_classify]], [p["score"] for p in via_classify])
+    body = response.json()
+    assert (body["model"], body["version"]) == ("lenet5_digits", "1")
+    via_classify = classify(server, "lenet5_digits", [(f"{i}.png", png) for i, png in enumerate(pngs)], top_k=10)
+    assert body["predictions"] == [result["predictions"] for result in via_classify]
+    np.testing.assert_allclose([sum(p["score"] for p in ps) for ps in body["predictions"]], 1.0, atol=1e-5)
 
 
 def test_models_are_listed_with_input_spec_preprocessing_and_labels(server: Server) -> None:

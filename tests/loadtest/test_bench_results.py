@@ -8,6 +8,7 @@ import pytest
 
 from bench.bars import summarise_bars
 from bench.client_cost import ClientCost, ClientRun
+from bench.int8 import Int8Result
 from bench.machine import Machine
 from bench.preprocess_bench import PreprocessResult
 from bench.raw_ort import BATCH_SIZES, RawOrt, RawPoint, SettingRuns, ThreadSetting
@@ -18,6 +19,10 @@ from loadtest.results import ClosedLoad, Latency, SweepReport, Target
 from loadtest.step_result import StepResult
 
 PREPROCESS = PreprocessResult(3000, 1200.0, 1100.0, 20_000, [3, 224, 224])
+INT8 = Int8Result(
+    "resnet18", "photo crops", 19, 5, None, None, 0.8, 46_796_940, 11_786_153,
+    {"batch": 8, "runs": 20, "fp32_median_ms": 200.0, "int8_median_ms": 80.0, "int8_speedup": 2.5}, 30.0,
+)  # fmt: skip
 
 
 def _latency(p50_ms: float) -> Latency:
@@ -123,12 +128,14 @@ def test_results_json_keeps_its_layout_and_the_markdown_names_the_bars() -> None
         skipped=["tiny_cnn bare: the time budget is spent (3 s left)"],
         elapsed_s=12.0,
         bars=summarise_bars(models, PREPROCESS),
+        int8=(INT8,),
     )
     data = results.to_dict()
     assert list(data) == [
         "command", "profile", "started_at", "machine", "pinning", "preprocess", "client_cost",
-        "models", "skipped", "elapsed_s", "bars",
+        "models", "skipped", "elapsed_s", "bars", "int8",
     ]  # fmt: skip
+    assert data["int8"][0]["speed"]["int8_speedup"] == 2.5
     assert data["client_cost"] == {
         "concurrency": 8,
         "aiohttp": {"requests": 800, "ok": 800, "cpu_us_per_request": 150.0, "requests_per_s": 2000.0},
@@ -143,6 +150,10 @@ def test_results_json_keeps_its_layout_and_the_markdown_names_the_bars() -> None
     assert "issue" not in text.lower()
     assert "| v2 binary tensor | service (default settings) |" in text
     assert "| tiny_cnn | service (default settings) | 30, 120, 121 | 271 |" in text  # memory of every process
+    assert (
+        "| resnet18 | 8 × 20 | 200.00 | 80.00 | 2.50× | 46,796,940 | 11,786,153 | 19 (photo crops) | 5 | - | - | "
+        "80.00% |" in text
+    )
 
 
 def test_the_grpc_routes_are_reported_beside_http_v2_as_ratios_without_a_bar() -> None:
