@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ from pathlib import Path
 from export.arithmetic import ShapeError, compute
 from export.errors import ExportError
 from export.pattern import HELP as PATTERN_HELP
-from export.render import format_summary
+from service.config_model import MAX_BATCH_SIZE
 
 
 def _size(text: str) -> tuple[int, int, int]:
@@ -31,10 +32,30 @@ def _size(text: str) -> tuple[int, int, int]:
     return parts[0], parts[1], parts[2]
 
 
-def _depth(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a depth of 1 or more")
+def _count(text: str) -> int:
+    """A count that must be a whole number of at least 1 (classes, batch size, depth, samples, epochs)."""
+    if not text.isascii() or not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of 1 or more")
     return int(text)
+
+
+def _batch_size(text: str) -> int:
+    """``--max-batch-size``, refused here rather than after the export when the service's bound forbids it."""
+    size = _count(text)
+    if size > MAX_BATCH_SIZE:
+        raise argparse.ArgumentTypeError(f"{text!r}: the service serves batches of at most {MAX_BATCH_SIZE}")
+    return size
+
+
+def _positive(text: str) -> float:
+    """A finite number above 0 (a width multiplier, a tolerance)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number above 0")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,10 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("arch", nargs="?", help="zoo architecture name (see `python -m export list`)")
     what.add_argument("--pattern", help="the network as a layer pattern (grammar below)")
     s.add_argument("--format", choices=["table", "json"], default="table")
-    s.add_argument("--num-classes", type=int)
+    s.add_argument("--num-classes", type=_count)
     s.add_argument("--input-size", type=_size, help="C,H,W (default: the architecture's standard size)")
-    s.add_argument("--width-mult", type=float, default=1.0, help="scale every layer's width (1.0 = as published)")
-    s.add_argument("--depth", type=_depth, metavar="N",
+    s.add_argument("--width-mult", type=_positive, default=1.0, help="scale every layer's width (1.0 = as published)")
+    s.add_argument("--depth", type=_count, metavar="N",
                    help="fold the rows to N levels of modules (1: the stem, Inception modules, ResNet stages); "
                         "a folded module's row sums its layers, the totals never change")  # fmt: skip
     s.add_argument(
@@ -82,15 +103,15 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--weights", type=Path, help="checkpoint (state_dict) to load; default: untrained weights")
     b.add_argument("--name", help="model name in the repository (default: the architecture name)")
     b.add_argument("--version", help="version folder (default: next free number)")
-    b.add_argument("--num-classes", type=int)
+    b.add_argument("--num-classes", type=_count)
     b.add_argument("--input-size", type=_size, help="C,H,W (required with --module)")
     b.add_argument("--labels", type=Path, help="text file, one label per line (default: class_0 …)")
-    b.add_argument("--width-mult", type=float, default=1.0)
+    b.add_argument("--width-mult", type=_positive, default=1.0)
     b.add_argument("--rounding", choices=["strict", "floor"],
                    help="strict: fail on a layer that does not tile its input (default unless the zoo entry's "
                         "published design relies on floor rounding)")  # fmt: skip
-    b.add_argument("--max-batch-size", type=int, default=32)
-    b.add_argument("--tolerance", type=float,
+    b.add_argument("--max-batch-size", type=_batch_size, default=32, help=f"1 to {MAX_BATCH_SIZE} (default 32)")
+    b.add_argument("--tolerance", type=_positive,
                    help="max ORT-vs-PyTorch difference allowed, relative to the largest output (default 1e-4, "
                         "5e-2 with --precision fp16)")  # fmt: skip
     b.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
@@ -103,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train-digits", help="train LeNet-5 on scikit-learn's digits and export it (the default model)")
     t.add_argument("--out", type=Path, default=Path("models"))
     t.add_argument("--name", default="lenet5_digits")
-    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--epochs", type=_count, default=30)
     t.add_argument("--version")
 
     q = sub.add_parser("quantize", help="write a model's newest version as static INT8, if it keeps its accuracy")
@@ -111,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--repository", type=Path, required=True, help="model repository folder (e.g. models/)")
     q.add_argument("--calibration", required=True, metavar="digits|FOLDER",
                    help="scikit-learn's digits, or a folder of images (every 5th held out, to check)")  # fmt: skip
-    q.add_argument("--samples", type=int, help="at most this many calibration images (default: all)")
+    q.add_argument("--samples", type=_count, help="at most this many calibration images (default: all)")
     q.add_argument("--max-accuracy-drop", type=float, default=0.01,
                    help="refuse when held-out accuracy falls more than this (absolute); without labels, when "
                         "top-1 agreement with FP32 is below 1 minus this (default 0.01)")  # fmt: skip
@@ -143,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ExportError("out", f"--out {out} is a file; it must name a folder (the model repository)")
         # Everything below needs torch; import it only now so `shape` stays instant.
         from export import commands
+        from export.render import format_summary
 
         if args.command == "list":
             print(commands.list_architectures())

@@ -162,3 +162,33 @@ def test_summary_piped_into_a_closed_reader_exits_quietly() -> None:
     assert head.startswith(b"{")
     assert b"Traceback" not in writer.stderr, writer.stderr.decode()
     assert writer.returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "refusal"),
+    [
+        (["summary", "lenet5", "--width-mult", "0"], "--width-mult: '0': expected a number above 0"),
+        (["summary", "lenet5", "--width-mult", "nan"], "--width-mult: 'nan': expected a number above 0"),
+        (["summary", "lenet5", "--num-classes", "0"], "--num-classes: '0': expected a whole number of 1 or more"),
+        (["summary", "lenet5", "--depth", "²"], "--depth: '²': expected a whole number of 1 or more"),
+        (["build", "lenet5", "--out", "m", "--max-batch-size", "2000"], "batches of at most 1024"),
+        (["build", "lenet5", "--out", "m", "--tolerance", "-1"], "--tolerance: '-1': expected a number above 0"),
+        (["train-digits", "--epochs", "0"], "--epochs: '0': expected a whole number of 1 or more"),
+        (["quantize", "m", "--repository", "r", "--calibration", "digits", "--samples", "0"], "--samples: '0'"),
+    ],
+)
+def test_out_of_range_options_are_refused_before_any_work(
+    argv: list[str], refusal: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A number no model can have is an argument error (exit 2, naming the option), not a traceback or late failure."""
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert refusal in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # nothing was written
+
+
+def test_shape_does_not_import_torch() -> None:
+    """``shape`` is arithmetic only: it must answer without paying for torch's import (seconds on a small machine)."""
+    code = "import sys; from export.__main__ import main; main(['shape', '10', '3']); print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "False", done.stdout
