@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
 
 from export import quantize as quantize_module
 from export.__main__ import main
 from export.errors import ExportError
 from export.int8_check import SPEED_RUNS, Comparison, gate
-from service.main import create_app
 from service.repository import file_sha256, load_model_config
-from service.settings import Settings
+from tests.app_client import serving
 
 MODEL = "lenet5_digits"
 SAMPLES = "300"  # calibration images: enough for the digits, and fast
@@ -76,25 +75,48 @@ def test_the_int8_version_keeps_the_accuracy_and_reports_everything(quantized: P
 
 
 async def test_the_service_serves_the_int8_version(quantized: Path, digits_holdout: list[tuple[bytes, int]]) -> None:
-    app = create_app(Settings(repository_path=quantized, preprocess_threads=1))
     samples = digits_holdout[:40]
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            labels = []
-            for png, _ in samples:
-                response = await client.post(
-                    f"/v1/models/{MODEL}/classify", content=png, headers={"Content-Type": "image/png"}
-                )
-                assert response.status_code == 200, response.text
-                body = response.json()
-                assert body["version"] == "2"  # the latest version: the INT8 one
-                labels.append(body["results"][0]["predictions"][0]["label"])
+    labels = []
+    async with serving(quantized) as client:
+        for png, _ in samples:
+            response = await client.post(
+                f"/v1/models/{MODEL}/classify", content=png, headers={"Content-Type": "image/png"}
+            )
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert body["version"] == "2"  # the latest version: the INT8 one
+            labels.append(body["results"][0]["predictions"][0]["label"])
     right = sum(label == str(truth) for label, (_, truth) in zip(labels, samples, strict=True))
     assert right >= 38, labels  # the FP32 model gets 39 of these 40
 
 
-def test_the_gate_refuses_an_accuracy_drop_and_writes_nothing(
+def _accuracy_dropped(*_: object) -> Comparison:
+    return Comparison(360, 0.9722, 0.9500, 0.97)
+
+
+def _ort_fails(*_: object) -> None:
+    raise ValueError("unsupported op")
+
+
+@pytest.mark.parametrize(
+    ("step", "fault", "refusal"),
+    [
+        (
+            "compare",
+            _accuracy_dropped,
+            (
+                "error: [accuracy] INT8 held-out accuracy 95.00% vs FP32 97.22%",
+                "more than --max-accuracy-drop 0.01; nothing written",
+            ),
+        ),
+        ("quantize_onnx", _ort_fails, ("error: [quantize] ONNX Runtime could not quantize ",)),
+    ],
+    ids=["the-gate-refuses-an-accuracy-drop", "a-graph-ort-cannot-quantize"],
+)
+def test_a_refusal_exits_2_and_writes_nothing(
+    step: str,
+    fault: Callable[..., object],
+    refusal: tuple[str, ...],
     tmp_path: Path,
     committed_models: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -102,29 +124,11 @@ def test_the_gate_refuses_an_accuracy_drop_and_writes_nothing(
 ) -> None:
     repo = _copy(committed_models, tmp_path / "models")
     before = _snapshot(repo)
-    monkeypatch.setattr(quantize_module, "compare", lambda *_: Comparison(360, 0.9722, 0.9500, 0.97))
-    assert main(["quantize", MODEL, "--repository", str(repo), "--calibration", "digits", "--samples", "50"]) == 2
-    err = capsys.readouterr().err
-    assert "error: [accuracy] INT8 held-out accuracy 95.00% vs FP32 97.22%" in err
-    assert "more than --max-accuracy-drop 0.01; nothing written" in err
-    assert _snapshot(repo) == before
-
-
-def test_a_graph_ort_cannot_quantize_is_an_export_error_with_nothing_written(
-    tmp_path: Path,
-    committed_models: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    repo = _copy(committed_models, tmp_path / "models")
-    before = _snapshot(repo)
-
-    def fail(*_: object) -> None:
-        raise ValueError("unsupported op")
-
-    monkeypatch.setattr(quantize_module, "quantize_onnx", fail)
+    monkeypatch.setattr(quantize_module, step, fault)
     assert main(["quantize", MODEL, "--repository", str(repo), "--calibration", "digits", "--samples", "10"]) == 2
-    assert "error: [quantize] ONNX Runtime could not quantize " in capsys.readouterr().err
+    err = capsys.readouterr().err
+    for part in refusal:
+        assert part in err
     assert _snapshot(repo) == before
 
 

@@ -16,16 +16,14 @@ from service.dataplane import DataPlane
 from service.main import create_app
 from service.model_manager import ModelManager
 from service.settings import Settings
+from tests.app_client import serving
 
 SECRET = "secret internals /opt/model.onnx"
 
 
 @pytest.fixture
 async def client(tiny_repository: Callable[..., Path]) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(repository_path=tiny_repository(), preprocess_threads=1))
-    # raise_app_exceptions: an exception escaping the app would fail the test instead of becoming a 500 here.
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+    async with serving(tiny_repository()) as c:
         yield c
 
 

@@ -6,29 +6,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from service.main import create_app
-from service.settings import Settings
+from tests.app_client import serving
 
 
 @pytest.fixture
 def repository(tiny_repository: Callable[..., Path]) -> Path:
     return tiny_repository()
-
-
-@asynccontextmanager
-async def serving(repository: Path, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """The real app on ``repository``, started (models loaded) and stopped around the block."""
-    app = create_app(Settings(repository_path=repository, preprocess_threads=1, **settings))
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-        yield c
 
 
 @pytest.fixture

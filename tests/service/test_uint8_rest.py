@@ -22,10 +22,9 @@ from PIL import Image
 from tiny_models import tiny_config, tiny_model_bytes, write_model
 
 from service.errors import ModelLoadError
-from service.main import create_app
 from service.preprocess import ImageTransform, preprocess, softmax
 from service.repository import ConfigError, Preprocessing, load_model_config, model_config_from_dict
-from service.settings import Settings
+from tests.app_client import serving
 
 torch = pytest.importorskip("torch")
 DIGITS = sorted((Path(__file__).parents[2] / "samples" / "digits").glob("digit-*.png"))
@@ -49,16 +48,9 @@ def digits_repository(tmp_path_factory: pytest.TempPathFactory, committed_models
     return repo
 
 
-async def _client(repository: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(repository_path=repository, preprocess_threads=1))
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-        yield c
-
-
 @pytest.fixture
 async def client(digits_repository: Path) -> AsyncIterator[httpx.AsyncClient]:
-    async for c in _client(digits_repository):
+    async with serving(digits_repository) as c:
         yield c
 
 
@@ -126,7 +118,7 @@ async def test_a_float16_input_gets_the_normalised_image_cast(tmp_path: Path) ->
     _tiny(tmp_path, "fp16", _taking(TensorProto.FLOAT16), "TYPE_FP16")
     image = BytesIO()
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (8, 8, 3), np.uint8)).save(image, format="PNG")
-    async for client in _client(tmp_path):
+    async with serving(tmp_path) as client:
         (half,) = await _classify(client, "fp16", top_k=4, content=image.getvalue())
         (full,) = await _classify(client, "fp32", top_k=4, content=image.getvalue())
     assert [p["index"] for p in half["predictions"]] == [p["index"] for p in full["predictions"]]
@@ -138,11 +130,11 @@ async def test_an_input_images_cannot_feed_stops_startup_naming_the_fix(tmp_path
     """Refused when the config is read, not per request: its preprocessing section promises images it cannot take."""
     _tiny(tmp_path / "a", "ids", _taking(TensorProto.INT64), "TYPE_INT64")  # with tiny_config's preprocessing
     with pytest.raises(ModelLoadError, match="input 'input' is TYPE_INT64, which preprocessing.normalize") as caught:
-        async for _ in _client(tmp_path / "a"):
+        async with serving(tmp_path / "a"):
             pass
     assert "leave preprocessing out to serve the model over v2 tensors only" in str(caught.value)
     _tiny(tmp_path / "b", "ids", _taking(TensorProto.INT64), "TYPE_INT64", preprocessing=None)
-    async for client in _client(tmp_path / "b"):
+    async with serving(tmp_path / "b") as client:
         assert (await client.get("/v2/models/ids/ready")).status_code == 200
         refused = await client.post("/v1/models/ids/classify", content=DIGITS[0].read_bytes())
     assert (refused.status_code, refused.json()["code"]) == (400, "no_preprocessing")

@@ -13,15 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.main import create_app
-from service.settings import Settings
+from tests.app_client import serving
 
 
 @pytest.fixture
 async def client(tiny_repository: Callable[..., Path]) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(repository_path=tiny_repository(), preprocess_threads=1))
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+    async with serving(tiny_repository()) as c:
         yield c
 
 

@@ -17,11 +17,11 @@ from tiny_models import tiny_config, tiny_model_bytes, write_model
 
 from service.config_model import ConfigError, VersionPolicy
 from service.errors import ModelLoadError
-from service.main import create_app
 from service.metrics import Metrics
 from service.model_manager import ModelManager
 from service.repository import model_config_from_dict
 from service.settings import Settings
+from tests.app_client import serving
 
 
 def repository_with_versions(root: Path, policy: dict[str, Any] | None, versions: tuple[int, ...] = (1, 2, 3)) -> Path:
@@ -79,9 +79,7 @@ def test_a_bad_policy_is_refused_naming_the_field(policy: Any, message: str) -> 
 async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     """An app serving versions 1 and 3 of ``tiny`` (``specific``), out of folders 1, 2 and 3."""
     repository = repository_with_versions(tmp_path, {"specific": {"versions": [1, 3]}})
-    app = create_app(Settings(repository_path=repository, preprocess_threads=1, model_control="explicit"))
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+    async with serving(repository, model_control="explicit") as c:
         yield c
 
 
