@@ -22,14 +22,20 @@ from pathlib import Path
 from export.arithmetic import ShapeError, compute
 from export.errors import ExportError
 from export.pattern import HELP as PATTERN_HELP
-from service.config_model import MAX_BATCH_SIZE
+from service.config_model import MAX_BATCH_SIZE, MAX_TENSOR_ELEMENTS
 
 
 def _size(text: str) -> tuple[int, int, int]:
-    parts = [int(p) for p in text.replace("x", ",").split(",") if p]
-    if len(parts) != 3 or min(parts) < 1:
+    """``--input-size C,H,W``: three whole numbers whose product the service can take as one row."""
+    parts = [p for p in text.replace("x", ",").split(",") if p]
+    if len(parts) != 3 or not all(p.isascii() and p.isdigit() and int(p) >= 1 for p in parts):
         raise argparse.ArgumentTypeError(f"{text!r}: expected C,H,W such as 3,224,224")
-    return parts[0], parts[1], parts[2]
+    c, h, w = (int(p) for p in parts)
+    if c * h * w > MAX_TENSOR_ELEMENTS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: {c * h * w:,} values per image; the service takes at most {MAX_TENSOR_ELEMENTS:,} per row"
+        )
+    return c, h, w
 
 
 def _count(text: str) -> int:
@@ -149,6 +155,21 @@ def _shape(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_out(out: Path) -> None:
+    """Refuse an ``--out`` that cannot become a folder before any work: it, or the nearest part of it that exists,
+    is a file, or that folder is not writable (training or exporting first would waste minutes).
+
+    Raises:
+        ExportError: ``out``, naming the path at fault.
+    """
+    existing = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        what = f"--out {out} is a file" if existing == out else f"--out {out}: {existing} is a file"
+        raise ExportError("out", f"{what}; --out must name a folder (the model repository)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ExportError("out", f"--out {out}: cannot write in {existing} (permissions)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code (2 for a failed check or bad arguments)."""
     try:
@@ -159,9 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "shape":
             return _shape(args)
-        out = getattr(args, "out", None)
-        if args.command in ("build", "train-digits") and out is not None and out.exists() and not out.is_dir():
-            raise ExportError("out", f"--out {out} is a file; it must name a folder (the model repository)")
+        if args.command in ("build", "train-digits"):
+            _check_out(args.out)
         # Everything below needs torch; import it only now so `shape` stays instant.
         from export import commands
         from export.render import format_summary

@@ -129,8 +129,11 @@ def run(model: nn.Module, input_size: tuple[int, ...], on_return: Callable[[Call
         with torch.no_grad():
             return model(torch.zeros(1, *input_size))
     except (RuntimeError, ValueError) as err:
-        if isinstance(err, ShapeError) or not stack:
+        if isinstance(err, ShapeError):
             raise
+        if not stack:  # torch refused the input itself (too large to allocate), before any module ran
+            size = "×".join(str(d) for d in input_size)
+            raise ShapeError(f"the forward pass at input {size} failed before any layer ran: {err}") from err
         raise ShapeError(_failure(stack[-1], input_size, err)) from err
     finally:
         for handle in handles:

@@ -27,6 +27,7 @@ from torch import nn
 
 from export.errors import ExportError
 from export.validate import DEFAULT_TOLERANCE
+from service.config_model import ModelConfig
 from service.precision import TOLERANCES
 
 #: The parity an fp16 graph is held to: what the service holds fp16 on a GPU to.
@@ -123,3 +124,23 @@ def fp16_sizes(report: dict[str, Any]) -> str:
         return ""
     sizes = report["fp16"]["size_bytes"]
     return f"; fp16 graph {sizes['fp16']:,} bytes, {sizes['fp16'] / sizes['fp32']:.0%} of fp32's {sizes['fp32']:,}"
+
+
+def refuse_mixed_versions(existing: ModelConfig | None, name: str, precision: str) -> None:
+    """One model's versions share one graph precision, as they share one interface.
+
+    A model's ``precision`` applies to every version, and an fp16 graph makes it ``fp16``: its fp32 versions would
+    then run as fp16 TensorRT engines, and the whole model would no longer load on a CPU server.
+
+    Raises:
+        ExportError: ``repository``, naming the versions of the other precision, before any export work.
+    """
+    other = sorted(
+        v for v, info in (existing.versions if existing else {}).items() if info.graph_precision != precision
+    )
+    if other:
+        raise ExportError(
+            "repository",
+            f"{name} versions {other} are not {precision} graphs: a model's precision applies to all its versions "
+            f"(an fp16 graph makes the whole model fp16 and GPU-only), so they share one; use another --name",
+        )

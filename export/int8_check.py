@@ -86,9 +86,13 @@ def gate(result: Comparison, max_drop: float) -> dict[str, Any]:
     Raises:
         ExportError: ``accuracy`` with both accuracies, or ``agreement`` where there are no labels.
     """
+    # The figures are counts over result.size: compare the counts, so a drop of exactly the bound (1 image of 100
+    # at 0.01) passes instead of failing on float rounding (0.97 - 0.96 = 0.010000000000000009).
+    allowed = max_drop * result.size + 1e-9
     if result.fp32_accuracy is not None and result.int8_accuracy is not None:
-        drop = result.fp32_accuracy - result.int8_accuracy
-        if drop > max_drop:
+        lost = round((result.fp32_accuracy - result.int8_accuracy) * result.size)
+        drop = lost / result.size
+        if lost > allowed:
             raise ExportError(
                 "accuracy",
                 f"INT8 held-out accuracy {result.int8_accuracy:.2%} vs FP32 {result.fp32_accuracy:.2%} on "
@@ -96,7 +100,7 @@ def gate(result: Comparison, max_drop: float) -> dict[str, Any]:
                 "nothing written",
             )
         return {"measure": "accuracy drop", "value": drop, "max_accuracy_drop": max_drop}
-    if result.agreement < 1 - max_drop:
+    if round((1 - result.agreement) * result.size) > allowed:
         raise ExportError(
             "agreement",
             f"INT8 agrees with FP32's top-1 on {result.agreement:.2%} of {result.size} held-out images (no labels), "

@@ -7,10 +7,9 @@ Grammar (keywords case-insensitive, whitespace free, ``→`` and ``×`` accepted
     element  := (layer | '[' sequence ']' ('*' INT)?) '?'?
     layer    := 'CONV' INT '-' INT | 'RELU' | 'POOL' INT | 'FC' INT
 
-This module only turns text into a syntax tree (no torch, so the CLI's ``--help`` stays instant); every error is a
-:class:`PatternError` that names what was expected and draws a caret under the offending column, because a
-pattern is typed on one line and a column number alone is hard to find in it. :mod:`export.pattern_model` turns
-the tree into concrete layers and a module.
+Text to syntax tree only (no torch: ``--help`` stays instant); :mod:`export.pattern_model` makes layers and a module.
+A :class:`PatternError` names what was expected and draws a caret under the column: a one-line pattern's column
+number alone is hard to find.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ import re
 from dataclasses import dataclass
 
 from export.errors import ExportError
+from service.config_model import MAX_TENSOR_ELEMENTS
 
 HELP = """\
 --pattern: the network in the seed's notation, with the VGG paper's layer names, e.g.
@@ -36,8 +36,9 @@ HELP = """\
 Keywords are case-insensitive; spaces are free. Layers are named as in VGG: conv1_1, relu1_1, pool1, fc3, …
 """
 
-_TOKEN = re.compile(r"(?P<arrow>->|→)|(?P<int>\d+)|(?P<name>[A-Za-z]+)|(?P<punct>[\[\]*?×-])")
+_TOKEN = re.compile(r"(?P<arrow>->|→)|(?P<int>[0-9]+)|(?P<name>[A-Za-z]+)|(?P<punct>[\[\]*?×-])")
 _LAYERS = "CONVk-n, RELU, POOLk, FCn"
+MAX_NUMBER = 1_000_000  # the largest number a pattern may write: torch would fail to allocate or overflow beyond
 
 
 class PatternError(ExportError):
@@ -159,8 +160,8 @@ class _Parser:
         token = self.next()
         if token.kind != "int":
             raise self.fail(token, f"expected {what} {where}, found {token.found()}")
-        if int(token.text) < 1:
-            raise self.fail(token, f"{what} must be ≥ 1, found {token.text}")
+        if not 1 <= int(token.text) <= MAX_NUMBER:
+            raise self.fail(token, f"{what} must be 1 to {MAX_NUMBER:,}, found {token.text}")
         return int(token.text)
 
     def pattern(self) -> Pattern:
@@ -172,6 +173,9 @@ class _Parser:
             if axis != "C":
                 self.expect("x", f"'x' before {axis} (INPUT CxHxW)")
             sizes.append(self.number(f"the input's {what}", "(INPUT CxHxW)"))
+        if (values := sizes[0] * sizes[1] * sizes[2]) > MAX_TENSOR_ELEMENTS:
+            limit = f"the service takes at most {MAX_TENSOR_ELEMENTS:,} per row"
+            raise self.fail(first, f"INPUT {'x'.join(map(str, sizes))} holds {values:,} values per image; {limit}")
         self.expect("arrow", "'->' after the input size")
         body = self.sequence(None)
         return Pattern(self.text, (sizes[0], sizes[1], sizes[2]), body)
@@ -227,11 +231,11 @@ class _Parser:
             raise self.fail(token, f"unknown layer {token.text!r}; expected {_LAYERS} or '['")
         kernel_token = self.peek()
         kernel = self.number("a kernel size k", "after CONV (CONVk-n)")
+        self.expect("-", "'-' between the kernel size and the filter count (CONVk-n)")  # before judging k: CONV332
         if kernel % 2 == 0:
             raise self.fail(
                 kernel_token, f"CONV kernel size must be odd so that padding (k−1)/2 keeps the side, found {kernel}"
             )
-        self.expect("-", "'-' between the kernel size and the filter count (CONVk-n)")
         return kernel, self.number("a filter count n", "after '-' (CONVk-n)")
 
     def _optional(self) -> bool:

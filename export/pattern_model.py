@@ -16,11 +16,17 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+import torch
 from torch import nn
 
 from export.arithmetic import compute
+from export.errors import ExportError
 from export.pattern import Group, Layer, PatternError, parse
 from export.zoo._common import init_weights, scaled
+
+#: The most parameters a pattern's network may have: 2**30 float32 weights are 4 GiB, seven VGG-16s; a pattern
+#: asking for more is almost always an FC written before the pooling that should shrink its input.
+MAX_PARAMETERS = 2**30
 
 
 @dataclass(frozen=True)
@@ -196,7 +202,26 @@ def build_pattern(plan: Plan, width_mult: float = 1.0) -> nn.Sequential:
     """The plan as an ``nn.Sequential`` with the plan's names, initialised as the zoo's models are.
 
     ``width_mult`` scales every conv's filters and every hidden FC (not the last: its units are the classes).
+
+    Raises:
+        ExportError: ``pattern`` when the network would hold more than ``MAX_PARAMETERS`` parameters; they are
+            counted on torch's meta device first, which allocates nothing.
     """
+    with torch.device("meta"):
+        params = sum(p.numel() for p in _modules(plan, width_mult).parameters())
+    if params > MAX_PARAMETERS:
+        raise ExportError(
+            "pattern",
+            f"the network would have {params:,} parameters ({params * 4 / 2**30:,.1f} GiB as float32), more than "
+            f"{MAX_PARAMETERS:,}; use fewer or smaller layers, or pool before the first FC",
+        )
+    model = _modules(plan, width_mult)
+    init_weights(model)
+    return model
+
+
+def _modules(plan: Plan, width_mult: float) -> nn.Sequential:
+    """The plan's layers, uninitialised, on torch's current default device."""
     modules: OrderedDict[str, nn.Module] = OrderedDict()
     channels, area, features = plan.input_size[0], plan.input_size[1] * plan.input_size[2], 0
     for layer in plan.layers:
@@ -216,6 +241,4 @@ def build_pattern(plan: Plan, width_mult: float = 1.0) -> nn.Sequential:
             units = layer.units if layer is plan.layers[-1] else scaled(layer.units, width_mult)
             modules[layer.name] = nn.Linear(features, units)
             features = units
-    model = nn.Sequential(modules)
-    init_weights(model)
-    return model
+    return nn.Sequential(modules)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from export.errors import ExportError
-from export.fp16 import convert_to_fp16, fp16_report, parity_tolerance
+from export.fp16 import convert_to_fp16, fp16_report, parity_tolerance, refuse_mixed_versions
 from export.onnx_export import OPSET, export_onnx
 from export.shapes import analyse, enforce_strict
 from export.uint8_input import INPUT_DTYPES, GraphInput
@@ -149,6 +149,7 @@ def build(model: nn.Module, spec: ExportSpec, out_dir: Path, *, architecture: st
     out_dir.mkdir(parents=True, exist_ok=True)
     model_dir = out_dir / spec.name
     existing = _existing_config(model_dir)
+    refuse_mixed_versions(existing, spec.name, spec.precision)
     version = next_version(model_dir, existing, spec.version)
     staging = Path(tempfile.mkdtemp(prefix=f".{spec.name}.staging-", dir=out_dir))
     try:
@@ -221,8 +222,8 @@ def _merged_config(spec: ExportSpec, existing: ModelConfig | None, version: str,
                 f"{config.input} / {config.output}. Versions of one model share one interface: use another --name",
             )
         config = replace(config, versions={**existing.versions, version: info})
-    if any(v.graph_precision == "fp16" for v in config.versions.values()):
-        config = replace(config, precision="fp16")  # a GPU runs an fp16 graph in fp16 whatever precision says
+    if spec.precision == "fp16":  # every version is an fp16 graph (refuse_mixed_versions), which runs in fp16
+        config = replace(config, precision="fp16")
     try:  # the written file must satisfy the same contract the service reads
         return model_config_from_dict(config.to_dict(), source=f"export of {spec.name}")
     except ConfigError as err:

@@ -105,8 +105,12 @@ def _source(model_dir: Path) -> tuple[ModelConfig, str, Path]:
     if types != {"TYPE_FP32"}:
         raise ExportError("precision", f"{config.name} has {sorted(types)} tensors; quantize takes FP32 in and out")
     info = config.versions.get(version)
-    precision = info.export_report.get("precision", "fp32") if info is not None else "fp32"
-    if precision != "fp32":  # an fp16 graph (export build --precision fp16), or one quantized already
+    # The typed graph_precision is what the service goes by (an fp16 graph); the report says int8 for a version
+    # quantized already, whose graph is fp32 at its edges.
+    precision = "fp32" if info is None else info.graph_precision
+    if precision == "fp32" and info is not None:
+        precision = info.export_report.get("precision", "fp32")
+    if precision != "fp32":
         raise ExportError("precision", f"{config.name} version {version} is {precision}; quantize takes an fp32 graph")
     return config, version, path
 

@@ -61,8 +61,8 @@ def read_instances(body: bytes) -> tuple[Images, str | None]:
     except orjson.JSONDecodeError as err:
         raise BadRequest(f"request body is not valid JSON: {err}") from err
     instances = document.get("instances") if isinstance(document, dict) else None
-    if not isinstance(instances, list):
-        raise BadRequest('expected {"instances": [{"b64": "<base64 image>"}, …]}')
+    if not isinstance(instances, list) or not instances:
+        raise BadRequest('expected {"instances": [{"b64": "<base64 image>"}, …]} with at least one instance')
     # The JSON spelling, so a number is read as the query's digits are and anything else ("3", 3.0, true) refused.
     top = document.get("top_k")
     raw_k = None if top is None else orjson.dumps(top).decode()

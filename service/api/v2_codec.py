@@ -81,6 +81,9 @@ def _parse_input(
         raise BadRequest(f"{where}: 'data' is not a (nested) list of {datatype} numbers ({err})") from err
     if flat is None:  # numpy would read the strings "1.5" and "NaN" as numbers; JSON tensors carry numbers only
         raise BadRequest(f"{where}: 'data' is not a (nested) list of {datatype} numbers (it holds strings or nulls)")
+    if values.dtype.kind == "f" and flat.dtype.kind in "iu" and not np.array_equal(values.reshape(-1), flat):
+        # numpy casts 7.5 to 7 and -1.0 to 255 silently; an integer tensor must carry its values exactly
+        raise BadRequest(f"{where}: 'data' holds numbers that are not {datatype} values (fractions or out of range)")
     if flat.size != count:
         raise BadRequest(f"{where} has {flat.size} values in 'data', but shape {shape} needs {count}")
     return name, flat.reshape(shape), offset

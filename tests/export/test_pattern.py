@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from export.__main__ import main
+from export.errors import ExportError
 from export.pattern import PatternError
 from export.pattern_model import build_pattern, plan_pattern
 from export.zoo.generic import generic_cnn
@@ -84,7 +85,13 @@ def test_width_mult_scales_filters_and_hidden_fcs_but_not_the_classes() -> None:
         ("", 1, "expected 'INPUT CxHxW' first, found end of pattern"),
         ("CONV3-8 -> FC10", 1, "expected 'INPUT CxHxW' first, found 'CONV'"),
         ("INPUT 3x32 -> FC10", 12, "expected 'x' before W (INPUT CxHxW), found '->'"),
-        ("INPUT 3x0x32 -> FC10", 9, "the input's height H must be ≥ 1, found 0"),
+        ("INPUT 3x0x32 -> FC10", 9, "the input's height H must be 1 to 1,000,000, found 0"),
+        ("INPUT 3x4096x4096 -> FC10", 1,
+         "INPUT 3x4096x4096 holds 50,331,648 values per image; the service takes at most 16,777,216 per row"),
+        ("INPUT 3x8x8 -> FC99999999999999999999", 18, "a unit count n must be 1 to 1,000,000, found 9999"),
+        ("INPUT 3x8x8 -> CONV٣-8 -> FC10", 20, "unexpected character '٣'"),
+        ("INPUT 3x8x8 -> CONV332 -> FC10", 24,
+         "expected '-' between the kernel size and the filter count (CONVk-n), found '->'"),
         ("INPUT 3x8x8 FC10", 13, "expected '->' after the input size, found 'FC'"),
         ("INPUT 3x8x8 -> CONV3-8 -> SOFTMAX -> FC10", 27,
          "unknown layer 'SOFTMAX'; expected CONVk-n, RELU, POOLk, FCn or '['"),
@@ -93,7 +100,7 @@ def test_width_mult_scales_filters_and_hidden_fcs_but_not_the_classes() -> None:
          "expected '?', '->' or ']', found end of pattern (to close the '[' at column 16)"),
         ("INPUT 3x8x8 -> FC10]", 20, "expected '?', '->' or end of pattern, found ']' (no '[' is open)"),
         ("INPUT 3x8x8 -> [CONV3-8 -> RELU*2] -> FC10", 32, "expected '?', '->' or ']', found '*'"),
-        ("INPUT 3x8x8 -> [CONV3-8]*0 -> FC10", 26, "a repeat count must be ≥ 1, found 0"),
+        ("INPUT 3x8x8 -> [CONV3-8]*0 -> FC10", 26, "a repeat count must be 1 to 1,000,000, found 0"),
         ("INPUT 3x8x8 -> [FC10]*", 23, "expected a repeat count after '*', found end of pattern"),
         ("INPUT 3x8x8 -> [FC10]? ? -> FC2", 24, "expected '->' or end of pattern, found '?'"),
         ("INPUT 3x8x8 -> [] -> FC10", 17, "expected a layer (CONVk-n, RELU, POOLk, FCn) or '[', found ']'"),
@@ -101,7 +108,7 @@ def test_width_mult_scales_filters_and_hidden_fcs_but_not_the_classes() -> None:
          "CONV kernel size must be odd so that padding (k−1)/2 keeps the side, found 4"),
         ("INPUT 3x8x8 -> CONV3 -> FC10", 22,
          "expected '-' between the kernel size and the filter count (CONVk-n), found '->'"),
-        ("INPUT 3x8x8 -> POOL0 -> FC10", 20, "a pool size k must be ≥ 1, found 0"),
+        ("INPUT 3x8x8 -> POOL0 -> FC10", 20, "a pool size k must be 1 to 1,000,000, found 0"),
         ("INPUT 3x8x8 -> FC10 ->", 23, "expected a layer (CONVk-n, RELU, POOLk, FCn) or '[', found end of pattern"),
         ("INPUT 3x8x8 -> FC10 -> RELU", 24, "the last layer must be FCn, whose n is the class count; found relu1"),
         ("INPUT 3x8x8 -> CONV3-8", 16, "the last layer must be FCn, whose n is the class count; found conv1_1"),
@@ -195,3 +202,10 @@ def test_build_exports_a_pattern_that_onnx_runtime_serves(tmp_path: Path, capsys
     session = ort.InferenceSession(str(tmp_path / "tiny/1/model.onnx"), providers=["CPUExecutionProvider"])
     (logits,) = session.run(None, {"input": np.random.default_rng(0).random((2, 1, 12, 12), dtype=np.float32)})
     assert logits.shape == (2, 3)
+
+
+def test_a_network_too_large_to_hold_is_refused_before_anything_is_allocated() -> None:
+    """An FC written before the pooling that should shrink its input: counted on the meta device, then refused."""
+    plan = plan_pattern("INPUT 3x32x32 -> FC999999 -> FC10")
+    with pytest.raises(ExportError, match=r"would have 3,082,996,927 parameters \(11\.5 GiB as float32\)"):
+        build_pattern(plan)

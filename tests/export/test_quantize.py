@@ -140,6 +140,14 @@ def test_without_labels_the_gate_is_top1_agreement() -> None:
         gate(Comparison(1000, 0.973, 0.972, 1.0), 0.0)
 
 
+def test_a_drop_of_exactly_the_bound_passes_the_gate() -> None:
+    """1 image of 100 at --max-accuracy-drop 0.01: 0.97 - 0.96 is 0.010000000000000009 in floats, yet within it."""
+    assert gate(Comparison(100, 0.97, 0.96, 0.99), 0.01)["value"] == pytest.approx(0.01)
+    assert gate(Comparison(300, None, None, 297 / 300), 0.01)["measure"] == "top-1 agreement (no labels)"
+    with pytest.raises(ExportError, match=r"a drop of 2\.00%"):
+        gate(Comparison(100, 0.97, 0.95, 0.98), 0.01)
+
+
 def test_a_folder_calibrates_without_labels(
     tmp_path: Path, committed_models: Path, digits_holdout: list[tuple[bytes, int]]
 ) -> None:

@@ -186,7 +186,9 @@ def test_user_module_at_the_wrong_size(tmp_path: Path, capsys: pytest.CaptureFix
 def test_out_pointing_at_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (target := tmp_path / "models.txt").write_text("not a folder")
     err = _fails(capsys, "build", "lenet5", "--out", str(target))
-    assert f"--out {target} is a file; it must name a folder" in err
+    assert f"--out {target} is a file; --out must name a folder" in err
+    inside = _fails(capsys, "train-digits", "--out", str(target / "models"))  # refused before training
+    assert f"--out {target / 'models'}: {target} is a file; --out must name a folder" in inside
     assert target.read_text() == "not a folder"
 
 
@@ -194,4 +196,4 @@ def test_floor_and_ceil_together_are_refused(capsys: pytest.CaptureFixture[str])
     err = _fails(capsys, "shape", "10", "3", "--floor", "--ceil")
     assert "argument --ceil: not allowed with argument --floor" in err
     assert "not allowed" in _fails(capsys, "shape", "10", "3", "--ceil", "--floor")
-    assert "expected a depth of 1 or more" in _fails(capsys, "summary", "lenet5", "--depth", "0")
+    assert "--depth: '0': expected a whole number of 1 or more" in _fails(capsys, "summary", "lenet5", "--depth", "0")

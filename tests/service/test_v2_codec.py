@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -10,7 +11,9 @@ import pytest
 from v2_model import CONFIG, SIG
 
 from service.api.v2_codec import RequestedOutput, encode_infer_response, parse_infer_request
+from service.config_model import TensorSpec
 from service.errors import BadRequest
+from service.signature import Signature
 
 th = pytest.importorskip("tritonclient.http")
 from tritonclient.http._utils import _get_inference_request  # noqa: E402
@@ -126,6 +129,19 @@ def test_malformed_requests_say_what_was_wrong_and_what_was_expected(
 ) -> None:
     with pytest.raises(BadRequest, match=message):
         parse_infer_request(body, header_length, SIG)
+
+
+@pytest.mark.parametrize("data", [[7.5] + [0] * 15, [-1.0] + [0] * 15, [256.0] + [0] * 15, [float("nan")] + [0] * 15])
+def test_an_integer_tensor_refuses_numbers_it_cannot_hold_exactly(data: list[float]) -> None:
+    """A uint8-input model (``export build --input-dtype uint8``) must not see 7.5 as 7 or -1.0 as 255."""
+    sig = Signature.from_config(replace(CONFIG, input=(TensorSpec("input", "TYPE_UINT8", (1, 4, 4)),)))
+    tensor = {"name": "input", "shape": [1, 1, 4, 4], "datatype": "UINT8", "data": data}
+    with pytest.raises(BadRequest, match=r"list of UINT8 numbers|not UINT8 values"):
+        parse_infer_request(orjson.dumps({"inputs": [tensor]}), None, sig)
+    tensor["data"] = [7.0, 255] + [0] * 14  # whole numbers in range are the values they name
+    parsed = parse_infer_request(orjson.dumps({"inputs": [tensor]}), None, sig).inputs["input"]
+    assert parsed.dtype == np.uint8
+    assert parsed.reshape(-1)[:2].tolist() == [7, 255]
 
 
 @pytest.mark.parametrize("timeout", [-5, 3_600_000_001, 2**63 - 1, 1.5, "100", True])
