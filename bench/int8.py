@@ -21,7 +21,7 @@ from PIL import Image
 
 from bench import images, models, raw_ort
 from export import calibration
-from export.int8_check import SPEED_BATCH, compare, speed
+from export.int8_check import compare, speed
 from export.quantize import quantize_onnx
 from service.repository import load_model_config
 
@@ -46,7 +46,7 @@ class Int8Result:
     agreement: float
     fp32_bytes: int
     int8_bytes: int
-    speed: dict[str, Any]  # export.quantize.speed: batch, runs, medians, int8_speedup
+    speed: dict[str, Any]  # export.int8_check.speed: batch, runs, medians, int8_speedup
     seconds: float  # quantizing and measuring, all in
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,7 +83,7 @@ def measure(repository: Path, model: str, source: str, runs: int) -> Int8Result:
         quantize_onnx(fp32_path, int8_path, held.calibration, config.max_batch_size)
         fp32, int8 = raw_ort.session(fp32_path, setting), raw_ort.session(int8_path, setting)
         result = compare(fp32, int8, held, config.max_batch_size)
-        timing = speed(fp32, int8, np.resize(held.holdout, (SPEED_BATCH, *held.holdout.shape[1:])), runs)
+        timing = speed(fp32, int8, held.holdout, config.max_batch_size, runs)
         int8_bytes = int8_path.stat().st_size
     return Int8Result(
         model=model,

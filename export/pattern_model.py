@@ -1,13 +1,11 @@
 """A parsed pattern made concrete: repeats unrolled, optional parts kept or skipped, VGG names, then a module.
 
-An optional part (``X?``) is kept where every POOL in it tiles its input exactly and skipped where one does not;
-CONV (stride 1, padding (k−1)/2), RELU and FC always fit, so ``?`` only matters around a POOL. That lets one
-recipe, ``[[CONV3-64 -> RELU]*2 -> POOL2?]*5``, serve any input size: the halvings stop where the side runs out,
-and the plan lists what it skipped. A non-optional POOL that does not tile is an error with the arithmetic.
+An optional part (``X?``) is kept where every POOL in it tiles its input exactly and skipped, and listed, where
+one does not (CONV, RELU and FC always fit), so ``[[CONV3-64 -> RELU]*2 -> POOL2?]*5`` serves any input size. A
+non-optional POOL that does not tile is an error with the arithmetic.
 
-Names follow the VGG (Caffe) release: ``convS_I`` and ``reluS_I`` for the I-th conv of stage S, ``poolS`` closing
-stage S, then ``fcN``/``reluN`` numbered on from the stages (VGG-16's fc6, fc7, fc8), so a summary reads like
-the paper's table.
+Names follow the VGG (Caffe) release, so a summary reads like the paper's table: ``convS_I``/``reluS_I`` for the
+I-th conv of stage S, ``poolS`` closing it, then ``fcN``/``reluN`` numbered on (VGG-16's fc6, fc7, fc8).
 """
 
 from __future__ import annotations
@@ -24,9 +22,9 @@ from export.errors import ExportError
 from export.pattern import Group, Layer, PatternError, parse
 from export.zoo._common import init_weights, scaled
 
-#: The most parameters a pattern's network may have: 2**30 float32 weights are 4 GiB, seven VGG-16s; a pattern
-#: asking for more is almost always an FC written before the pooling that should shrink its input.
+#: 2**30 float32 parameters are 4 GiB (seven VGG-16s): more is usually an FC written before the pool that shrinks it.
 MAX_PARAMETERS = 2**30
+MAX_LAYERS = 10_000  # no network has more; [[RELU]*1000000]*1000000 would unroll 10**12 layers: a hang, not an error
 
 
 @dataclass(frozen=True)
@@ -109,21 +107,26 @@ def plan_pattern(text: str) -> Plan:
             tile its input, or a last layer that is not an FC; each points at the column at fault.
     """
     pattern = parse(text)
-    resolver = _Resolver(text)
+    written = 0
+    for element in pattern.body:  # point at the element that passes the bound
+        if (written := written + _unrolled((element,))) > MAX_LAYERS:
+            raise PatternError(text, element.column, f"unrolls to over {MAX_LAYERS:,} layers by here: lower a repeat")
     try:
-        state = resolver.sequence(pattern.body, _State(pattern.input_size))
+        state = _Resolver(text).sequence(pattern.body, _State(pattern.input_size))
     except _NoTile as miss:
-        raise PatternError(
-            text,
-            miss.layer.column,
-            f"{miss.name} ({miss.layer.source}) {miss.reason}; write {miss.layer.source}? to skip it where it does "
-            "not tile, or change INPUT",
-        ) from None
+        source = miss.layer.source
+        hint = f"write {source}? to skip it where it does not tile, or change INPUT"
+        raise PatternError(text, miss.layer.column, f"{miss.name} ({source}) {miss.reason}; {hint}") from None
     if not state.layers or state.layers[-1].kind != "fc":
         where = state.layers[-1].column if state.layers else pattern.body[-1].column
         found = state.layers[-1].name if state.layers else "no layer"
         raise PatternError(text, where, f"the last layer must be FCn, whose n is the class count; found {found}")
     return Plan(text, pattern.input_size, state.layers, state.skipped)
+
+
+def _unrolled(elements: tuple[Layer | Group, ...]) -> int:
+    """Layers written once every repeat is unrolled, optional parts counted as kept."""
+    return sum(1 if isinstance(e, Layer) else e.repeat * _unrolled(e.items) for e in elements)
 
 
 def _untiled(side: int, kernel: int) -> str | None:

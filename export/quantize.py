@@ -33,7 +33,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from export import calibration
 from export.errors import ExportError
-from export.int8_check import SPEED_BATCH, Comparison, compare, gate, speed
+from export.int8_check import Comparison, compare, gate, speed
 from service.repository import (
     MODEL_FILENAME,
     ConfigError,
@@ -154,8 +154,7 @@ def quantize(
             fp32, int8 = load_session(fp32_path), load_session(int8_path)
             result = compare(fp32, int8, images, batch)
             gated = gate(result, max_drop)
-            rows = np.resize(images.holdout, (min(SPEED_BATCH, batch), *images.holdout.shape[1:]))
-            timing = speed(fp32, int8, rows)
+            timing = speed(fp32, int8, images.holdout, batch)
         report = _report(config, source_version, images, result, gated, timing, fp32_path, int8_path)
         info = VersionInfo(file_sha256(int8_path), report)
         merged = replace(config, versions={**config.versions, new_version: info})

@@ -19,25 +19,19 @@ from torch import nn
 
 from export.errors import ExportError
 from export.validate import Feed
+from service.preprocess import ImageTransform
 from service.repository import Preprocessing
 
 #: ``--input-dtype`` → config.json's ``data_type`` of the input.
 INPUT_DTYPES = {"float32": "TYPE_FP32", "uint8": "TYPE_UINT8"}
 
 
-def _channel_stats(pre: Preprocessing) -> tuple[torch.Tensor, torch.Tensor]:
-    """mean and std as float64 ``(1, C, 1, 1)`` tensors, so the arithmetic built from them rounds once."""
-    shape = (1, len(pre.mean), 1, 1)
-    return torch.tensor(pre.mean, dtype=torch.float64).reshape(shape), torch.tensor(
-        pre.std, dtype=torch.float64
-    ).reshape(shape)
-
-
 class FoldedNormalisation(nn.Module):
     """uint8 NCHW pixels → float → ``x * scale + bias`` per channel → the network.
 
-    ``scale = 1 / (255 std)`` and ``bias = -mean / std`` are ``(x / 255 - mean) / std`` as one multiply-add, the
-    arithmetic the service's float path runs (service/preprocess.py), computed in float64 and stored as float32.
+    ``scale`` and ``bias`` are the service's own (``service.preprocess.ImageTransform``): ``(x / 255 - mean) / std``
+    as one multiply-add, so the graph normalises exactly as the service's float path would. Inverting is not folded:
+    the service inverts the pixels themselves (``255 - x``) before a graph that normalises.
     """
 
     scale: torch.Tensor  # (1, C, 1, 1) buffers: they travel with the module and export as graph constants
@@ -45,10 +39,10 @@ class FoldedNormalisation(nn.Module):
 
     def __init__(self, network: nn.Module, pre: Preprocessing) -> None:
         super().__init__()
-        mean, std = _channel_stats(pre)
+        transform = ImageTransform.from_config(replace(pre, invert=False))
         self.network = network
-        self.register_buffer("scale", (1.0 / (255.0 * std)).float())
-        self.register_buffer("bias", (-mean / std).float())
+        self.register_buffer("scale", torch.from_numpy(transform.scale).unsqueeze(0))
+        self.register_buffer("bias", torch.from_numpy(transform.bias).unsqueeze(0))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """Normalise the pixels and run the network on them."""
@@ -75,11 +69,6 @@ class GraphInput:
         return cls(dtype, replace(preprocessing, normalize="graph" if pixels else "service"))
 
     @property
-    def data_type(self) -> str:
-        """config.json's ``data_type`` for the input."""
-        return INPUT_DTYPES[self.dtype]
-
-    @property
     def torch_dtype(self) -> torch.dtype:
         """The dtype the graph is traced with."""
         return torch.uint8 if self.dtype == "uint8" else torch.float32
@@ -94,8 +83,14 @@ class GraphInput:
 
 
 def pixel_feed(pre: Preprocessing) -> Feed:
-    """Random uint8 images for ONNX Runtime and, for PyTorch, the same images as torchvision normalises them."""
-    mean, std = _channel_stats(pre)
+    """Random uint8 images for ONNX Runtime and, for PyTorch, the same images as torchvision normalises them.
+
+    The reference is computed independently of the fold (``ToTensor`` then ``Normalize``, in float64), so a fold
+    that disagrees with the config fails parity.
+    """
+    shape = (1, len(pre.mean), 1, 1)
+    mean = torch.tensor(pre.mean, dtype=torch.float64).reshape(shape)
+    std = torch.tensor(pre.std, dtype=torch.float64).reshape(shape)
 
     def feed(generator: torch.Generator, shape: tuple[int, ...]) -> tuple[torch.Tensor, npt.NDArray[np.uint8]]:
         pixels = torch.randint(0, 256, shape, generator=generator, dtype=torch.uint8)

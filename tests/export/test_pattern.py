@@ -90,6 +90,8 @@ def test_width_mult_scales_filters_and_hidden_fcs_but_not_the_classes() -> None:
          "INPUT 3x4096x4096 holds 50,331,648 values per image; the service takes at most 16,777,216 per row"),
         ("INPUT 3x8x8 -> FC99999999999999999999", 18, "a unit count n must be 1 to 1,000,000, found 9999"),
         ("INPUT 3x8x8 -> CONV٣-8 -> FC10", 20, "unexpected character '٣'"),
+        ("INPUT 3x8x8 -> RELU -> [[RELU]*1000000]*1000000 -> FC2", 24,
+         "unrolls to over 10,000 layers by here: lower a repeat"),
         ("INPUT 3x8x8 -> CONV332 -> FC10", 24,
          "expected '-' between the kernel size and the filter count (CONVk-n), found '->'"),
         ("INPUT 3x8x8 FC10", 13, "expected '->' after the input size, found 'FC'"),
