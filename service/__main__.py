@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
         "access_log": False,  # the middleware logs requests when CNNSERVE_ACCESS_LOG is set
         "timeout_graceful_shutdown": settings.graceful_shutdown_s,
         "server_header": False,
+        "proxy_headers": False,  # nothing reads the client's address; the rewrite cost every request a layer
     }
     workers = resolved_workers(settings.workers)
     logger.info("CPUs: %s; %d worker process(es) (CNNSERVE_WORKERS=%s)", cpu_budget().source, workers, settings.workers)

@@ -13,6 +13,8 @@ from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from service.logs import REQUEST_ID
+
 
 class ServiceError(Exception):
     """An error with an HTTP status, a stable machine-readable code and a human message.
@@ -155,6 +157,16 @@ async def _on_service_error(request: Request, exc: Exception) -> Response:
     return render(exc)
 
 
+def internal_error(request_id: str) -> Response:
+    """The answer to an unexpected exception: no internals, only the id to quote (the log has the traceback)."""
+    return error_response(500, "internal", f"internal server error; quote request id {request_id} to the operator")
+
+
+async def _on_unhandled(request: Request, exc: Exception) -> Response:
+    """FastAPI's error middleware answers with this, then re-raises to the request middleware, which logs it."""
+    return internal_error(REQUEST_ID.get())
+
+
 async def _on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     message = exc.detail if exc.status_code != 404 else f"no route {request.method} {request.url.path}; see /docs"
@@ -162,10 +174,11 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Render ServiceErrors and routing errors (404/405) in the one error shape.
+    """Render ServiceErrors, routing errors (404/405) and unexpected exceptions in the one error shape.
 
     No route declares parameters for FastAPI to validate (handlers read and check what they take), so FastAPI's
     validation errors cannot occur.
     """
     app.add_exception_handler(ServiceError, _on_service_error)
+    app.add_exception_handler(Exception, _on_unhandled)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)

@@ -1,4 +1,4 @@
-"""What one HTTP connection may cost, the refusals the front door writes itself, and the staged close it uses.
+"""What one HTTP connection may cost, and the refusals the front door writes itself.
 
 ``service/http_protocol.py`` enforces these limits below the ASGI app, where a request is still bytes: nothing here
 knows about models. The refusals are rendered once, through ``service.errors``, so they carry the service's usual
@@ -15,7 +15,6 @@ import struct
 import termios
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
 
 from uvicorn._types import ASGIReceiveCallable, ASGISendCallable, Scope
 
@@ -28,11 +27,6 @@ from service.errors import (
     render,
 )
 from service.settings import Settings
-
-#: After the last response on a connection, how long the server keeps reading (and dropping) what the client still
-#: sends before it closes: closing with unread bytes makes the kernel answer with a reset, which can destroy the
-#: response the client has not read yet (RFC 9112 section 9.6). A client that hangs up ends it sooner.
-LINGER_S = 2.0
 
 
 def raw_head(err: ServiceError, *, close: bool) -> tuple[bytes, bytes]:
@@ -158,81 +152,3 @@ def unread_bytes(transport: asyncio.BaseTransport) -> int:
     except OSError:
         return 0
     return int(struct.unpack("i", answer)[0])
-
-
-class LingeringTransport(asyncio.Transport):
-    """The connection's transport, closed in stages: write side first, then reading (and dropping) for a while.
-
-    uvicorn and its request cycles call ``close()`` on whatever transport they were given; this one turns that into
-    a half close (FIN after the buffered response), keeps reading so that bytes the client sent meanwhile do not
-    make the kernel reset the connection, and closes for good when the client hangs up or after ``linger_s``.
-    """
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop, linger_s: float) -> None:
-        super().__init__()
-        self._transport = transport
-        self._loop = loop
-        self._linger_s = linger_s
-        self.closing = False
-        self._timer: asyncio.TimerHandle | None = None
-
-    def close(self) -> None:
-        if self.closing:
-            return
-        self.closing = True
-        transport = self._transport
-        if transport.is_closing():
-            return
-        if not transport.can_write_eof():
-            transport.close()
-            return
-        transport.write_eof()
-        transport.resume_reading()
-        self._timer = self._loop.call_later(self._linger_s, transport.close)
-
-    def forget(self) -> None:
-        """The connection is gone: drop the linger timer."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def abort(self) -> None:
-        self.closing = True
-        self.forget()
-        self._transport.abort()
-
-    def is_closing(self) -> bool:
-        return self.closing or self._transport.is_closing()
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not self.closing:
-            self._transport.write(data)
-
-    def pause_reading(self) -> None:
-        if not self.closing:  # while lingering, reading goes on: that is the point
-            self._transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if not self.closing:
-            self._transport.resume_reading()
-
-    def is_reading(self) -> bool:
-        return self._transport.is_reading()
-
-    def can_write_eof(self) -> bool:
-        return self._transport.can_write_eof()
-
-    def write_eof(self) -> None:
-        self._transport.write_eof()
-
-    def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self._transport.get_extra_info(name, default)
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self._transport.set_protocol(protocol)
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._transport.get_protocol()

@@ -27,7 +27,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from uvicorn.server import ServerState
 
 from service.admission import STATE_KEY, Admission, is_probe, small_body
-from service.http_limits import LINGER_S, HttpLimits, LingeringTransport, Phase
+from service.http_limits import HttpLimits, Phase
+from service.http_transport import LINGER_S, LingeringTransport
 from service.peers import from_sibling
 
 logger = logging.getLogger(__name__)

@@ -11,12 +11,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from starlette.types import ASGIApp
 
 from service import __version__
 from service.admission import STATE_KEY, Admission, InflightLimit
 from service.api import health, prometheus, rest, v2, v2_repository
 from service.api.cluster import ClusterMiddleware
-from service.api.fastpath import FastPathMiddleware
+from service.api.fastpath import FastPathMiddleware, ServiceApp
 from service.api.middleware import RequestContextMiddleware
 from service.api.routes import RouteGroup, hot_routes, install
 from service.dataplane import DataPlane
@@ -101,7 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             plane.close()
             logger.info("stopped")
 
-    app = FastAPI(
+    app = ServiceApp(
         title="cnnserve",
         version=__version__,
         description=DESCRIPTION,
@@ -119,11 +120,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         prometheus.MetricsRoutes(registry).routes(),
     )
     install(app, routes)
-    app.add_middleware(FastPathMiddleware, routes=hot_routes(routes))
+    # The request path, outermost first: request id and auth, inference, whole-server answers, then FastAPI.
+    inner: ASGIApp = app.framework
     if peers is not None:
-        app.add_middleware(ClusterMiddleware, peers=peers, max_body_bytes=settings.max_body_bytes)
+        inner = ClusterMiddleware(inner, peers=peers, max_body_bytes=settings.max_body_bytes)
     token = settings.auth_token.get_secret_value() if settings.auth_token else None
-    app.add_middleware(RequestContextMiddleware, auth_token=token, access_log=settings.access_log)  # outermost
+    app.hot_routes = hot_routes(routes)
+    app.front = RequestContextMiddleware(
+        FastPathMiddleware(inner, app.hot_routes), auth_token=token, access_log=settings.access_log
+    )
     if settings.grpc_port:
         grpc_server = GrpcServer(settings, plane, admission, readiness, app, shared_port=peers is not None)
     return app

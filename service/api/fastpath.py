@@ -1,15 +1,19 @@
-"""Hot-path dispatch: inference requests skip FastAPI's router and go straight to their handlers.
+"""Hot-path dispatch: HTTP requests enter through the service's own layers, and inference skips FastAPI entirely.
 
 FastAPI matches a request against its routes one by one and solves each handler's parameters; with two dozen
-routes that took about 200 µs a request here, more than a tiny model's inference. The routes served here are the
-``hot`` ones of the route table, which FastAPI also holds (for OpenAPI and any request this path does not match),
-so a request behaves the same whichever way it arrives.
+routes that took about 200 µs a request here, more than a tiny model's inference. Its middleware stack (error
+page, telemetry hooks, body limit) cost a few microseconds more per layer. So ``ServiceApp`` hands every HTTP
+request to ``front``, the service's pure-ASGI layers (request id and auth, then ``FastPathMiddleware``, then the
+whole-server fan-out), and only what those do not answer reaches FastAPI. The routes served here are the ``hot``
+ones of the route table, which FastAPI also holds (for OpenAPI), so a request behaves the same whichever way it
+arrives.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -18,10 +22,10 @@ from service.errors import ServiceError, render
 
 
 class FastPathMiddleware:
-    """Dispatch hot POST routes directly; everything else continues to FastAPI.
+    """Dispatch hot POST routes directly; everything else continues to the inner app.
 
     Args:
-        app: The FastAPI application (inner layers).
+        app: The inner layers (the whole-server fan-out, then FastAPI).
         routes: The hot routes, tried in order; each path template is compiled to one regular expression.
     """
 
@@ -43,3 +47,24 @@ class FastPathMiddleware:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+class ServiceApp(FastAPI):
+    """FastAPI whose HTTP requests go through ``front`` first; lifespan (and anything not HTTP) goes straight in.
+
+    ``front`` is set once the app is assembled (``service.main.create_app``) and ends in ``framework``;
+    ``hot_routes`` are the routes its ``FastPathMiddleware`` serves.
+    """
+
+    front: ASGIApp | None = None
+    hot_routes: tuple[Route, ...] = ()
+
+    async def framework(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """FastAPI's own stack: routing, dependency solving, its exception handlers."""
+        await super().__call__(scope, receive, send)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.front is not None and scope["type"] == "http":
+            await self.front(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)

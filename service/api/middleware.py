@@ -12,7 +12,7 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.admission import fit_request_id, is_probe
-from service.errors import Unauthorized, error_response, render
+from service.errors import Unauthorized, internal_error, render
 from service.logs import REQUEST_ID
 
 logger = logging.getLogger(__name__)
@@ -81,8 +81,7 @@ class RequestContextMiddleware:
         except Exception:
             logger.exception("unhandled error serving %s %s", scope.get("method"), scope.get("path"))
             if not status:
-                message = f"internal server error; quote request id {rid} to the operator"
-                await error_response(500, "internal", message)(scope, receive, send_with_id)
+                await internal_error(rid)(scope, receive, send_with_id)
         finally:
             if self.access_log:
                 elapsed_ms = 1e3 * (time.perf_counter() - started)

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from service.api.fastpath import FastPathMiddleware
+from service.api.fastpath import FastPathMiddleware, ServiceApp
 from service.api.rest import DEFAULT_TOP_K
 from service.api.routes import Route
 from service.main import create_app
@@ -52,8 +52,8 @@ def test_declarations_that_cannot_be_served_are_refused() -> None:
 
 
 def _hot_routes(app: FastAPI) -> tuple[Route, ...]:
-    (fast,) = [m for m in app.user_middleware if m.cls is FastPathMiddleware]
-    return tuple(fast.kwargs["routes"])
+    assert isinstance(app, ServiceApp)
+    return app.hot_routes
 
 
 def test_openapi_lists_every_versioned_twin_with_its_parameters() -> None:
