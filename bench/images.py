@@ -25,7 +25,7 @@ def jpeg_bytes(photo: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _square_jpeg(photo: np.ndarray, size: int) -> bytes:
+def square_jpeg(photo: np.ndarray, size: int) -> bytes:
     """Resize the shorter side to ``size``, centre-crop a square, encode as JPEG quality 90."""
     image = Image.fromarray(photo).convert("RGB")
     scale = size / min(image.size)
@@ -42,7 +42,7 @@ def photo_jpegs(folder: Path, size: int) -> Path:
     for name in PHOTOS:
         path = folder / f"{name}.jpg"
         if not path.exists():
-            path.write_bytes(_square_jpeg(getattr(skimage.data, name)(), size))
+            path.write_bytes(square_jpeg(getattr(skimage.data, name)(), size))
     return folder
 
 

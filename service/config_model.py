@@ -134,8 +134,10 @@ class Preprocessing:
     ``resize`` is the length of the shorter side after resizing (torchvision's ``Resize(int)``);
     ``crop`` is the (height, width) centre crop; ``color_mode`` is a PIL mode, ``L`` or ``RGB``.
     ``invert`` flips intensities (1 - x) before normalising, for models trained on light-on-dark digits.
-    ``jpeg_decode`` ``scaled`` lets a JPEG decode at a reduced DCT scale that keeps both sides at least ``resize``
-    (much less work for photographs larger than the model needs); ``exact`` decodes every pixel, as torchvision does.
+    ``fidelity`` ``fast`` lets a JPEG decode at a reduced DCT scale that keeps both sides at least ``resize``
+    (much less work for photographs larger than the model needs) and a bilinear resize run in OpenCV, within a
+    stated budget (``service.preprocess.FAST_BUDGET``); ``exact`` decodes every pixel and resizes with Pillow, as
+    torchvision does. (Configs written before this field was named say ``jpeg_decode``: ``scaled`` or ``exact``.)
     ``normalize`` says who does ToTensor + Normalize: ``service`` feeds a float input ``(x / 255 - mean) / std``;
     ``graph`` feeds a TYPE_UINT8 input the 0-255 pixels (resized, cropped, inverted) and the graph divides and
     normalises itself, with ``mean``/``std`` kept as the record of what it folds (``export build --input-dtype
@@ -150,7 +152,7 @@ class Preprocessing:
     interpolation: str = "bilinear"
     invert: bool = False
     layout: str = "NCHW"
-    jpeg_decode: str = "scaled"
+    fidelity: str = "fast"  # fast | exact
     normalize: str = "service"  # service | graph
 
 

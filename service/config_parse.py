@@ -130,6 +130,13 @@ def _version_policy(top: Fields) -> VersionPolicy:
     return VersionPolicy(kind, versions=tuple(sorted(set(versions))))
 
 
+def _fidelity(fields: Fields) -> str:
+    """``fidelity``; a config written before it was named says ``jpeg_decode`` (``scaled`` meant the fast path)."""
+    if "jpeg_decode" in fields.raw and "fidelity" not in fields.raw:
+        return "fast" if fields.text("jpeg_decode", choices=("scaled", "exact")) == "scaled" else "exact"
+    return fields.text("fidelity", choices=("fast", "exact"))
+
+
 def _preprocessing(fields: Fields, first_input: TensorSpec) -> Preprocessing:
     side = limits.MAX_IMAGE_SIDE
     resize = fields.integer("resize", minimum=1, maximum=side)
@@ -144,7 +151,7 @@ def _preprocessing(fields: Fields, first_input: TensorSpec) -> Preprocessing:
         interpolation=fields.text("interpolation", choices=_INTERPOLATIONS),
         invert=fields.flag("invert"),
         layout=fields.text("layout", choices=("NCHW",)),
-        jpeg_decode=fields.text("jpeg_decode", choices=("scaled", "exact")),
+        fidelity=_fidelity(fields),
         normalize=fields.text("normalize", choices=tuple(_IMAGE_INPUT_TYPES))
         if "normalize" in fields.raw
         else ("graph" if first_input.data_type == "TYPE_UINT8" else "service"),

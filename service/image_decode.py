@@ -1,4 +1,4 @@
-"""Image bytes → a Pillow image, with every intermediate bounded by the pixel limit.
+"""Image bytes → a Pillow image (or its pixels as an array), with every intermediate bounded by the pixel limit.
 
 JPEGs decode with simplejpeg (libjpeg-turbo, bit-identical to Pillow's decoder at full scale). Asked for a smallest
 side, the decoder scales in the DCT by 1/2, 1/4 or 1/8 while both sides stay at least that long: a 512-pixel photo
@@ -11,10 +11,15 @@ from __future__ import annotations
 import io
 import os
 
+import numpy as np
+import numpy.typing as npt
 import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
 _JPEG_MAGIC = b"\xff\xd8"
+_CHANNELS = {"L": 1, "RGB": 3}
+#: Decoded pixels as ``(H, W, C)`` uint8.
+Pixels = npt.NDArray[np.uint8]
 #: A TIFF decodes a tile at a time, into a buffer the size of the tile the file declares whatever the image's size
 #: (a 150-byte 1x1 TIFF declaring one 65536x16384 deflate tile took 1 GiB): a tile may hold the image's pixels or 1 M.
 _TILE_PIXELS_MIN = 1 << 20
@@ -61,22 +66,30 @@ def _scale_factor(width: int, height: int, min_side: int) -> int:
     return factor
 
 
-def _decode_jpeg(data: bytes, mode: str, max_pixels: int, min_side: int) -> Image.Image | None:
-    """Decode with simplejpeg; None when it cannot (CMYK, damaged), so Pillow gets to try and to explain."""
+def _jpeg_pixels(data: bytes, mode: str, max_pixels: int, min_side: int) -> Pixels | None:
+    """simplejpeg's decode: ``(H, W, 1)`` for a grey JPEG wanted as ``L``, otherwise ``(H, W, 3)`` RGB; None when
+    it cannot (CMYK, damaged), so Pillow gets to try and to explain."""
     try:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
         _check_pixels(width, height, max_pixels)
         factor = _scale_factor(width, height, min_side)
         scale = {"min_height": -(-height // factor), "min_width": -(-width // factor)}  # exactly 1/factor
-        if mode == "L" and colorspace == "Gray":
-            return Image.fromarray(simplejpeg.decode_jpeg(data, colorspace="GRAY", **scale)[:, :, 0], "L")
-        # Colour to grey goes through RGB then Pillow's luma weights, exactly as Image.open(...).convert("L").
-        rgb = Image.fromarray(simplejpeg.decode_jpeg(data, colorspace="RGB", **scale), "RGB")
-        return rgb if mode == "RGB" else rgb.convert(mode)
+        grey = mode == "L" and colorspace == "Gray"
+        pixels: Pixels = simplejpeg.decode_jpeg(data, colorspace="GRAY" if grey else "RGB", **scale)
+        return pixels
     except ValueError as err:
         if isinstance(err, ImageTooLarge):
             raise
         return None
+
+
+def _jpeg_image(pixels: Pixels, mode: str) -> Image.Image:
+    """``_jpeg_pixels``' array as a Pillow image of ``mode``: colour to grey through Pillow's luma weights, exactly
+    as ``Image.open(...).convert("L")``."""
+    if pixels.shape[2] == 1:
+        return Image.fromarray(pixels[:, :, 0], "L")
+    rgb = Image.fromarray(pixels, "RGB")
+    return rgb if mode == "RGB" else rgb.convert(mode)
 
 
 def decode(data: bytes, mode: str, max_pixels: int, min_side: int = 0) -> Image.Image:
@@ -92,10 +105,21 @@ def decode(data: bytes, mode: str, max_pixels: int, min_side: int = 0) -> Image.
         ImageTooLarge: the header declares more than ``max_pixels`` pixels, or a TIFF tile more than it may.
         ImageError: the bytes are not a complete image in a readable format.
     """
-    if data[:2] == _JPEG_MAGIC:
-        image = _decode_jpeg(data, mode, max_pixels, min_side)
-        if image is not None:
-            return image
+    pixels = _jpeg_pixels(data, mode, max_pixels, min_side) if data[:2] == _JPEG_MAGIC else None
+    return _jpeg_image(pixels, mode) if pixels is not None else _decode_with_pillow(data, mode, max_pixels)
+
+
+def decode_lean(data: bytes, mode: str, max_pixels: int, min_side: int = 0) -> Pixels | Image.Image:
+    """``decode``, minus the Pillow copy where it can: a JPEG that decodes straight into ``mode`` comes back as
+    simplejpeg's ``(H, W, C)`` uint8 array; anything else as ``decode``'s image. Same limits and errors."""
+    pixels = _jpeg_pixels(data, mode, max_pixels, min_side) if data[:2] == _JPEG_MAGIC else None
+    if pixels is not None and pixels.shape[2] == _CHANNELS[mode]:
+        return pixels
+    return _jpeg_image(pixels, mode) if pixels is not None else _decode_with_pillow(data, mode, max_pixels)
+
+
+def _decode_with_pillow(data: bytes, mode: str, max_pixels: int) -> Image.Image:
+    """Every format but the JPEGs simplejpeg takes; see ``decode``."""
     try:
         image = Image.open(io.BytesIO(data))
         _check_pixels(image.width, image.height, max_pixels)

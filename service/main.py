@@ -29,6 +29,7 @@ from service.logs import configure_logging
 from service.metrics import Metrics
 from service.model_manager import ModelManager
 from service.peers import Peers
+from service.preprocess_fast import configure_opencv
 from service.repository_poll import RepositoryPoller
 from service.runtime import available_cpus, resolved_workers
 from service.settings import Settings
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service; models load when the app's lifespan starts (under uvicorn, or a test client)."""
     settings = settings or Settings()
     configure_pillow()
+    configure_opencv()
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     models = ModelManager(settings, metrics)

@@ -2,11 +2,12 @@
 
 A model whose graph normalises itself (``normalize: graph``, a uint8 input) gets the pixels before ``ToTensor``.
 
-Pure functions, run in the preprocessing thread pool. Decoding is ``service/image_decode.py``'s; the resize is
-Pillow's own (torchvision calls it for PIL images, with its built-in antialiasing). With ``jpeg_decode: exact`` the
-only difference from torchvision is float rounding in the fused normalisation (and a level or two in images beyond
-16:1, of which only the crop window is resized: see ``_WHOLE_AXIS_MAX``). The default, ``scaled``, decodes a JPEG
-at least twice the resize target at a reduced DCT scale first (see ``JPEG_SCALED_BUDGET`` for what that costs).
+Pure functions, run in the preprocessing thread pool. Decoding is ``service/image_decode.py``'s. With ``fidelity:
+exact`` the resize is Pillow's own (torchvision calls it for PIL images, with its built-in antialiasing), and the only
+difference from torchvision is float rounding in the fused normalisation (and a level or two in images beyond 16:1,
+of which only the crop window is resized: see ``_WHOLE_AXIS_MAX``). The default, ``fast``, decodes a JPEG at least
+twice the resize target at a reduced DCT scale and resizes with OpenCV (``service/preprocess_fast.py``); see
+``FAST_BUDGET`` for what that costs.
 """
 
 from __future__ import annotations
@@ -19,15 +20,16 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from service.image_decode import decode
+from service.image_decode import decode, decode_lean
+from service.preprocess_fast import FastPlan, fast_plan, resize_crop
 from service.repository import Preprocessing
 
 #: Largest absolute difference from torchvision's float32 output that the parity tests accept.
 PARITY_TOLERANCE = 1e-5
-#: How far ``jpeg_decode: scaled`` may move the model input from the exact path, in normalised units (with ImageNet's
+#: How far ``fidelity: fast`` may move the model input from the exact path, in normalised units (with ImageNet's
 #: std, 1.0 is about 57 levels of 255): the largest difference at any value, and the mean over the input. Measured on
-#: scikit-image's photographs and a generated set (tests/service/test_jpeg_scaled.py): at most 0.85 and 0.043.
-JPEG_SCALED_BUDGET = (1.0, 0.05)
+#: scikit-image's photographs and a generated set (tests/service/test_fast_path.py): see docs/api.md.
+FAST_BUDGET = (1.0, 0.05)
 
 _RESAMPLE = {name: Image.Resampling[name.upper()] for name in ("bilinear", "bicubic", "nearest")}
 #: Longest axis, in multiples of the resize target, that is resized whole (torchvision's pixels bit for bit): aspect
@@ -59,6 +61,7 @@ class ImageTransform:
     jpeg_min_side: int = 0  # a JPEG may decode scaled while both sides stay this long; 0: every pixel
     in_graph: bool = False  # the graph normalises: hand it the uint8 pixels
     invert: bool = False  # applied to the pixels when in_graph (otherwise folded into scale and bias)
+    fast: bool = False  # resize with OpenCV (service/preprocess_fast.py) where it can
 
     @classmethod
     def from_config(cls, pre: Preprocessing) -> ImageTransform:
@@ -69,10 +72,14 @@ class ImageTransform:
         offset = 1.0 if pre.invert else 0.0
         scale = (sign / (255.0 * std)).astype(np.float32).reshape(-1, 1, 1)
         bias = ((offset - mean) / std).astype(np.float32).reshape(-1, 1, 1)
-        min_side = pre.resize if pre.jpeg_decode == "scaled" else 0
+        fast = pre.fidelity == "fast"
+        min_side = pre.resize if fast else 0
         resample = _RESAMPLE[pre.interpolation]
         in_graph = pre.normalize == "graph"
-        return cls(pre.resize, pre.crop, pre.color_mode, resample, scale, bias, min_side, in_graph, pre.invert)
+        return cls(
+            pre.resize, pre.crop, pre.color_mode, resample, scale, bias, min_side, in_graph, pre.invert,
+            fast=fast and pre.interpolation == "bilinear",
+        )  # fmt: skip
 
 
 def _crop_origin(size: int, crop: int) -> int:
@@ -126,9 +133,7 @@ def resize_crop_normalise(image: Image.Image, transform: ImageTransform) -> Mode
     times ``resize`` pixels along the long axis (the source's own size where it is shrunk).
     """
     width, height = image.size
-    short, long = (width, height) if width <= height else (height, width)
-    new_short, new_long = transform.resize, int(transform.resize * long / short)
-    new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
+    new_w, new_h = _resized(width, height, transform.resize)
     crop_h, crop_w = transform.crop
     whole_max = _WHOLE_AXIS_MAX * transform.resize
     x, y = _axis_plan(width, new_w, crop_w, whole_max), _axis_plan(height, new_h, crop_h, whole_max)
@@ -144,11 +149,23 @@ def resize_crop_normalise(image: Image.Image, transform: ImageTransform) -> Mode
         image = image.resize((x.out, y.out), transform.resample, box=box)
     if (y.offset, x.offset, crop_h, crop_w) != (0, 0, y.out, x.out):
         image = image.crop((x.offset, y.offset, x.offset + crop_w, y.offset + crop_h))  # fills outside with 0
+    return _normalise(np.asarray(image).reshape(crop_h, crop_w, -1), transform)
+
+
+def _resized(width: int, height: int, resize: int) -> tuple[int, int]:
+    """torchvision's ``Resize(resize)``: the shorter side becomes ``resize``, the longer keeps the aspect ratio."""
+    short, long = (width, height) if width <= height else (height, width)
+    new_short, new_long = resize, int(resize * long / short)
+    return (new_short, new_long) if width <= height else (new_long, new_short)
+
+
+def _normalise(pixels: npt.NDArray[np.uint8], transform: ImageTransform) -> ModelInput:
+    """``(H, W, C)`` uint8 pixels → the ``(C, H, W)`` model input (normalised, or the pixels for ``in_graph``)."""
     # Transposing the uint8 pixels into a contiguous CHW copy first makes the float arithmetic run on
     # contiguous memory: four times faster than normalising through a strided view. Converting to float32 first
     # and scaling in place gives the same values as a mixed uint8 × float32 multiply, without numpy's casting
     # buffers (a few per cent of the whole function).
-    pixels = np.ascontiguousarray(np.asarray(image).reshape(crop_h, crop_w, -1).transpose(2, 0, 1))
+    pixels = np.ascontiguousarray(pixels.transpose(2, 0, 1))
     if transform.in_graph:
         return 255 - pixels if transform.invert else pixels
     out = pixels.astype(np.float32)
@@ -159,7 +176,22 @@ def resize_crop_normalise(image: Image.Image, transform: ImageTransform) -> Mode
 
 def preprocess(data: bytes, transform: ImageTransform, max_pixels: int) -> ModelInput:
     """Decode and transform one image; the function the preprocessing pool runs."""
-    return resize_crop_normalise(decode(data, transform.mode, max_pixels, transform.jpeg_min_side), transform)
+    if not transform.fast:
+        return resize_crop_normalise(decode(data, transform.mode, max_pixels, transform.jpeg_min_side), transform)
+    decoded = decode_lean(data, transform.mode, max_pixels, transform.jpeg_min_side)
+    width, height = decoded.size if isinstance(decoded, Image.Image) else (decoded.shape[1], decoded.shape[0])
+    new_w, new_h = _resized(width, height, transform.resize)
+    crop_h, crop_w = transform.crop
+    origin = (_crop_origin(new_h, crop_h), _crop_origin(new_w, crop_w))
+    whole_max = _WHOLE_AXIS_MAX * transform.resize
+    plan = fast_plan((width, height), FastPlan((new_w, new_h), transform.crop, origin), whole_max)
+    if plan is not None:  # enlarged: smaller than the target, so its pixels as an array are small too
+        if isinstance(decoded, Image.Image):
+            decoded = np.asarray(decoded, dtype=np.uint8).reshape(height, width, -1)
+        return _normalise(resize_crop(decoded, plan), transform)
+    if not isinstance(decoded, Image.Image):
+        decoded = Image.fromarray(decoded[:, :, 0] if transform.mode == "L" else decoded, transform.mode)
+    return resize_crop_normalise(decoded, transform)
 
 
 def softmax(logits: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:

@@ -20,15 +20,15 @@ T = pytest.importorskip("torchvision.transforms")
 skimage_data = pytest.importorskip("skimage.data")
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera")  # camera is greyscale
-#: torchvision parity is the exact path's promise (``jpeg_decode: exact``); the scaled default has its own budget,
-#: tested in test_jpeg_scaled.py.
+#: torchvision parity is the exact path's promise (``fidelity: exact``); the fast default has its own budget,
+#: tested in test_fast_path.py.
 CONFIGS = {
-    "imagenet_224": Preprocessing(resize=256, crop=(224, 224), jpeg_decode="exact"),
+    "imagenet_224": Preprocessing(resize=256, crop=(224, 224), fidelity="exact"),
     "digits_inverted": Preprocessing(
-        resize=32, crop=(32, 32), color_mode="L", mean=(0.3057,), std=(0.3235,), invert=True, jpeg_decode="exact"
+        resize=32, crop=(32, 32), color_mode="L", mean=(0.3057,), std=(0.3235,), invert=True, fidelity="exact"
     ),
-    "cifar_bicubic_wide_crop": Preprocessing(resize=40, crop=(24, 48), interpolation="bicubic", jpeg_decode="exact"),
-    "crop_larger_than_image": Preprocessing(resize=33, crop=(40, 36), jpeg_decode="exact"),
+    "cifar_bicubic_wide_crop": Preprocessing(resize=40, crop=(24, 48), interpolation="bicubic", fidelity="exact"),
+    "crop_larger_than_image": Preprocessing(resize=33, crop=(40, 36), fidelity="exact"),
 }
 
 
