@@ -1,8 +1,9 @@
 """Every Prometheus metric the service exposes, registered in an injected ``CollectorRegistry`` (no globals).
 
-Latency and batch-size histograms are observed as requests and batches complete; counters and gauges that are
-plain integers in the hot path (requests by outcome, in-flight, queue depth, Triton's ``nv_inference_*``) are
-read only at scrape time by a custom collector, so the request path pays a few integer additions for them.
+Latency and batch-size histograms are observed as requests and batches complete (``service/histogram.py``: a
+bisect and two additions each); they, and the counters and gauges that are plain integers in the hot path (requests
+by outcome, in-flight, queue depth, Triton's ``nv_inference_*``), are read only at scrape time by a custom
+collector, so the request path pays a few additions for all of them.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ import contextlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from service.batching.policy import BatchTiming
+from service.histogram import HistogramFamily
 from service.stats import InferenceStats
 
 LATENCY_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
@@ -112,19 +114,24 @@ class Metrics:
             "cnnserve_preprocess_duration_seconds", "Image decode and preprocessing time per image."
         )
         self.compute_seconds = self._histogram("cnnserve_compute_duration_seconds", "Model run time per batch.")
-        self.batch_size = Histogram(
-            "cnnserve_batch_size",
-            "Rows per executed batch.",
-            ["model"],
-            buckets=BATCH_SIZE_BUCKETS,
-            registry=registry,
-        )
+        self.batch_size = HistogramFamily("cnnserve_batch_size", "Rows per executed batch.", BATCH_SIZE_BUCKETS)
         #: Reads the requests the whole process is serving (the front door's admission count) at scrape time.
         self.server_inflight: Callable[[], int] = lambda: 0
         registry.register(_ScrapeTimeCollector(self))
 
-    def _histogram(self, name: str, documentation: str) -> Histogram:
-        return Histogram(name, documentation, ["model"], buckets=LATENCY_BUCKETS_S, registry=self.registry)
+    def _histogram(self, name: str, documentation: str) -> HistogramFamily:
+        return HistogramFamily(name, documentation, LATENCY_BUCKETS_S)
+
+    @property
+    def histograms(self) -> tuple[HistogramFamily, ...]:
+        """Every histogram, in exposition order."""
+        return (
+            self.request_seconds,
+            self.queue_seconds,
+            self.preprocess_seconds,
+            self.compute_seconds,
+            self.batch_size,
+        )
 
     def add_model(self, model: str, version: str, queue_depth: Callable[[], int]) -> ModelMetrics:
         """Instruments for a newly served model version (replacing those of a previous load of that version).
@@ -147,13 +154,7 @@ class Metrics:
         del self.models[key]
         if any(name == model for name, _ in self.models):
             return
-        for histogram in (
-            self.request_seconds,
-            self.queue_seconds,
-            self.preprocess_seconds,
-            self.compute_seconds,
-            self.batch_size,
-        ):
+        for histogram in self.histograms:
             with contextlib.suppress(KeyError):  # never observed: no series to drop
                 histogram.remove(model)
 
@@ -176,6 +177,8 @@ class _ScrapeTimeCollector(Collector):
         self._metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
+        for histogram in self._metrics.histograms:
+            yield histogram.collect()
         models = list(self._metrics.models.values())
         requests = CounterMetricFamily(
             "cnnserve_requests", "Requests by model, outcome and reason.", labels=["model", "outcome", "reason"]

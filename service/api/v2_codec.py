@@ -3,16 +3,21 @@
 A binary request is ``<JSON header><input bytes>…`` with ``Inference-Header-Content-Length`` giving the header's
 length and each input's ``parameters.binary_data_size`` its share; inputs become zero-copy numpy views of the body.
 A binary response is built the same way. Every malformed request raises ``BadRequest`` saying what was expected.
+
+A client sending tensors of one shape sends the same JSON header every time: ``service/api/v2_layouts.py`` keeps
+what a checked binary header says, and a request whose header was seen before skips the parse and the checks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
 
+from service.api.v2_layouts import LAYOUTS, Layout
 from service.api.v2_tensors import (
     Array,
     InferRequest,
@@ -115,12 +120,42 @@ def parse_infer_request(body: bytes, header_length: int | None, sig: Signature) 
     Raises:
         BadRequest: naming the field, the value received and what was expected.
     """
-    if header_length is None:
-        header_length = len(body)
-    elif not 0 < header_length <= len(body):
+    if header_length is None:  # all JSON: the data is in the header, nothing to keep
+        return _parse(body, memoryview(b""), sig).request
+    if not 0 < header_length <= len(body):
         raise BadRequest(f"Inference-Header-Content-Length is {header_length}, but the body has {len(body)} bytes")
+    header, binary = body[:header_length], memoryview(body)[header_length:]
+    known = LAYOUTS.find(header, sig, len(binary))
+    if known is not None:
+        return known.request(binary)
+    parsed = _parse(header, binary, sig)
+    if parsed.binary_at is not None:  # every input came from the binary data: the header alone describes it
+        LAYOUTS.keep(header, sig, parsed.layout())
+    return parsed.request
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    """A request parsed in full, and where each input's bytes started when all came from the binary data."""
+
+    request: InferRequest
+    binary_at: tuple[int, ...] | None
+    binary_size: int
+
+    def layout(self) -> Layout:
+        assert self.binary_at is not None
+        r = self.request
+        inputs = tuple(
+            (name, array.dtype, array.size, array.shape, at)
+            for (name, array), at in zip(r.inputs.items(), self.binary_at, strict=True)
+        )
+        return Layout(inputs, self.binary_size, r.rows, r.outputs, r.timeout_us, r.id)
+
+
+def _parse(header_bytes: bytes, binary: memoryview, sig: Signature) -> _Parsed:
+    """``parse_infer_request`` without the layout cache."""
     try:
-        header = orjson.loads(memoryview(body)[:header_length])
+        header = orjson.loads(header_bytes)
     except orjson.JSONDecodeError as err:
         raise BadRequest(f"inference request header is not valid JSON: {err}") from err
     if not isinstance(header, dict):
@@ -128,14 +163,16 @@ def parse_infer_request(body: bytes, header_length: int | None, sig: Signature) 
     raw_inputs = header.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise BadRequest(f"'inputs' must be a non-empty list; model '{sig.model}' expects {sorted(sig.inputs)}")
-    binary = memoryview(body)[header_length:]
     offset = 0
     inputs: dict[str, Array] = {}
+    starts: list[int] = []  # where each binary input began; one from JSON data stops the layout
     for raw in raw_inputs:
+        start = offset
         name, array, offset = _parse_input(raw, sig, binary, offset)
         if name in inputs:
             raise BadRequest(f"input '{name}' appears twice")
         inputs[name] = array
+        starts.append(start if offset > start else -1)
     if len(inputs) == len(sig.inputs) and offset != len(binary):
         raise BadRequest(
             f"the body carries {len(binary)} bytes of binary data but the inputs' binary_data_size add up to {offset}"
@@ -147,13 +184,14 @@ def parse_infer_request(body: bytes, header_length: int | None, sig: Signature) 
     if not isinstance(binary_default, bool):
         raise BadRequest(f"parameters.binary_data_output must be a boolean, got {binary_default!r}")
     request_id = header.get("id")
-    return InferRequest(
+    request = InferRequest(
         id=None if request_id is None else str(request_id),
         inputs=inputs,
         rows=rows,
         outputs=_parse_outputs(header.get("outputs"), sig, binary_default),
         timeout_us=timeout,
     )
+    return _Parsed(request, None if -1 in starts else tuple(starts), offset)
 
 
 def encode_infer_response(
