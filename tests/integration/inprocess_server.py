@@ -14,6 +14,7 @@ port the OS picks when it binds (no free-port race). It is ready once its lifesp
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -188,6 +189,7 @@ class InProcessServer:
         if self._thread.is_alive():
             self.server.force_exit = True
             self._thread.join(STOP_TIMEOUT_S)
+        gc.unfreeze()  # its startup froze the heap (service.http_server.freeze_heap), the test process's as well
         assert not self._thread.is_alive(), f"the in-process server did not stop within {2 * STOP_TIMEOUT_S} s"
         assert self._error is None, f"the in-process server failed: {self._error!r}"
 

@@ -8,7 +8,9 @@ starts the shutdown before the event loop runs again, so they are still queued w
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
+from collections.abc import Iterator
 
 import pytest
 import uvicorn
@@ -18,6 +20,14 @@ from service.http_drain import protocol_factory
 from service.http_limits import HttpLimits
 from service.http_server import DrainingServer, accept_backlog
 from service.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def _unfrozen() -> Iterator[None]:
+    """``DrainingServer.startup`` freezes the heap (``freeze_heap``): give the test process its own back after."""
+    yield
+    gc.unfreeze()
+
 
 QUEUED = 3
 REQUEST = b"GET /v2/models HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -90,3 +100,18 @@ async def test_requests_queued_on_the_listener_at_shutdown_are_answered_not_rese
         assert isinstance(answer, bytes), answer
         assert answer.startswith((b"HTTP/1.1 200 ", b"HTTP/1.1 503 ")), answer
         assert answer.endswith(b"served\r\n0\r\n\r\n") or b'"code":"shutting_down"' in answer, answer
+
+
+async def test_startup_freezes_the_heap_it_built() -> None:
+    config = uvicorn.Config(_app, host="127.0.0.1", port=0, lifespan="off")
+    config.load()
+    server = DrainingServer(config)
+    server.lifespan = config.lifespan_class(config)
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    built_at_startup = [object(), {"a": [1]}]  # tracked containers, alive across the startup
+    await server.startup()
+    assert gc.get_freeze_count() > 0
+    assert gc.is_tracked(built_at_startup)
+    assert not any(built_at_startup is o for o in gc.get_objects())  # frozen: the collector no longer walks it
+    await server.shutdown()
