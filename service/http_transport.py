@@ -73,8 +73,9 @@ class LingeringTransport(asyncio.Transport):
         self._pending.append(data)
 
     def flush(self) -> None:
+        """Send what was written since the last flush (at the end of the loop turn, or before a close)."""
         pending = self._pending
-        if not pending or self.closing:
+        if not pending or self.closing or self._transport.is_closing():  # closed meanwhile: nobody to send it to
             pending.clear()
             return
         if len(pending) == 1:

@@ -86,3 +86,12 @@ async def test_abort_drops_what_was_not_sent() -> None:
     transport.abort()
     await _next_turn()
     assert inner.calls == [("abort", None)]
+
+
+async def test_what_was_written_before_the_connection_was_lost_is_dropped() -> None:
+    inner = _Recording()
+    transport = LingeringTransport(inner, asyncio.get_running_loop(), linger_s=1.0)
+    transport.write(b"answer")
+    inner.closed = True  # the peer went away before the turn ended
+    await _next_turn()
+    assert inner.calls == []  # a write to a closed socket's transport would raise in the loop's callback
