@@ -17,6 +17,7 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
+from bench.images import jpeg_bytes, square_jpeg
 from service.image_decode import _scale_factor
 from service.preprocess import FAST_BUDGET, ImageTransform, preprocess
 from service.repository import ConfigError, Preprocessing, load_model_config, model_config_from_dict
@@ -30,32 +31,18 @@ MAX_PIXELS = 40_000_000
 LENET = Path(__file__).resolve().parents[2] / "models" / "lenet5_digits"
 
 
-def _jpeg(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).convert("RGB").save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
-
-
-def _square(pixels: np.ndarray, size: int) -> bytes:
-    """The photograph's centre square at ``size`` pixels, as the bench's 224x224 JPEGs are made."""
-    image = Image.fromarray(pixels).convert("RGB")
-    side = min(image.size)
-    left, top = (image.width - side) // 2, (image.height - side) // 2
-    return _jpeg(np.asarray(image.crop((left, top, left + side, top + side)).resize((size, size))))
-
-
 def _generated(width: int, height: int, seed: int) -> bytes:
     """A photo-like picture: smooth colour fields, a sharp-edged shape, and sensor-like noise."""
     y, x = np.mgrid[0:height, 0:width] / max(width, height)
     planes = np.stack([np.sin(6 * x + seed) / 2 + 0.5, np.cos(5 * y - seed) / 2 + 0.5, (x * y * 4) % 1], axis=-1)
     planes[(x - 0.5) ** 2 + (y - 0.4) ** 2 < 0.02] = (0.9, 0.1, 0.2)
     planes += np.random.default_rng(seed).normal(0, 0.03, planes.shape)
-    return _jpeg((np.clip(planes, 0, 1) * 255).astype(np.uint8))
+    return jpeg_bytes((np.clip(planes, 0, 1) * 255).astype(np.uint8))
 
 
 def _images() -> dict[str, bytes]:
-    images = {name: _jpeg(getattr(skimage_data, name)()) for name in PHOTOS}
-    images |= {f"{name} 224x224": _square(getattr(skimage_data, name)(), 224) for name in PHOTOS}
+    images = {name: jpeg_bytes(getattr(skimage_data, name)()) for name in PHOTOS}
+    images |= {f"{name} 224x224": square_jpeg(getattr(skimage_data, name)(), 224) for name in PHOTOS}
     images |= {f"generated {w}x{h}": _generated(w, h, seed) for seed, (w, h) in enumerate(GENERATED)}
     return images
 
