@@ -74,15 +74,14 @@ class LingeringTransport(asyncio.Transport):
 
     def flush(self) -> None:
         """Send what was written since the last flush (at the end of the loop turn, or before a close)."""
-        pending = self._pending
+        # Taken out first: the write may call the protocol's pause_writing, which reads get_write_buffer_size().
+        pending, self._pending = self._pending, []
         if not pending or self.closing or self._transport.is_closing():  # closed meanwhile: nobody to send it to
-            pending.clear()
             return
         if len(pending) == 1:
             self._transport.write(pending[0])
         else:
             self._transport.writelines(pending)
-        pending.clear()
 
     def pause_reading(self) -> None:
         if not self.closing:  # while lingering, reading goes on: that is the point

@@ -7,6 +7,7 @@ each also does the receiver's TCP work) where one would do. The inner transport 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from service.http_transport import LingeringTransport
@@ -19,12 +20,15 @@ class _Recording(asyncio.Transport):
         super().__init__()
         self.calls: list[tuple[str, Any]] = []
         self.closed = False
+        self.on_write: Callable[[], None] = lambda: None  # as a full buffer calls the protocol's pause_writing
 
     def write(self, data: Any) -> None:
         self.calls.append(("write", bytes(data)))
+        self.on_write()
 
     def writelines(self, list_of_data: Any) -> None:
         self.calls.append(("writelines", [bytes(d) for d in list_of_data]))
+        self.on_write()
 
     def write_eof(self) -> None:
         self.calls.append(("write_eof", None))
@@ -95,3 +99,15 @@ async def test_what_was_written_before_the_connection_was_lost_is_dropped() -> N
     inner.closed = True  # the peer went away before the turn ended
     await _next_turn()
     assert inner.calls == []  # a write to a closed socket's transport would raise in the loop's callback
+
+
+async def test_bytes_handed_on_are_no_longer_counted_as_pending() -> None:
+    inner = _Recording()
+    transport = LingeringTransport(inner, asyncio.get_running_loop(), linger_s=1.0)
+    seen: list[int] = []
+    inner.on_write = lambda: seen.append(transport.get_write_buffer_size())  # what pause_writing would read
+    transport.write(b"head")
+    transport.write(b"body")
+    await _next_turn()
+    assert seen == [0]  # the socket's transport holds them now (this one reports 0): counted twice, the write
+    # timeout's clock would see the buffer shrink when nothing was sent, and restart
