@@ -83,9 +83,9 @@ def _jpeg_pixels(data: bytes, mode: str, max_pixels: int, min_side: int) -> Pixe
         return None
 
 
-def _jpeg_image(pixels: Pixels, mode: str) -> Image.Image:
-    """``_jpeg_pixels``' array as a Pillow image of ``mode``: colour to grey through Pillow's luma weights, exactly
-    as ``Image.open(...).convert("L")``."""
+def as_image(pixels: Pixels, mode: str) -> Image.Image:
+    """``(H, W, 1)`` grey or ``(H, W, 3)`` RGB pixels as a Pillow image of ``mode``: colour to grey through Pillow's
+    luma weights, exactly as ``Image.open(...).convert("L")``."""
     if pixels.shape[2] == 1:
         return Image.fromarray(pixels[:, :, 0], "L")
     rgb = Image.fromarray(pixels, "RGB")
@@ -105,8 +105,8 @@ def decode(data: bytes, mode: str, max_pixels: int, min_side: int = 0) -> Image.
         ImageTooLarge: the header declares more than ``max_pixels`` pixels, or a TIFF tile more than it may.
         ImageError: the bytes are not a complete image in a readable format.
     """
-    pixels = _jpeg_pixels(data, mode, max_pixels, min_side) if data[:2] == _JPEG_MAGIC else None
-    return _jpeg_image(pixels, mode) if pixels is not None else _decode_with_pillow(data, mode, max_pixels)
+    decoded = decode_lean(data, mode, max_pixels, min_side)
+    return decoded if isinstance(decoded, Image.Image) else as_image(decoded, mode)
 
 
 def decode_lean(data: bytes, mode: str, max_pixels: int, min_side: int = 0) -> Pixels | Image.Image:
@@ -115,7 +115,7 @@ def decode_lean(data: bytes, mode: str, max_pixels: int, min_side: int = 0) -> P
     pixels = _jpeg_pixels(data, mode, max_pixels, min_side) if data[:2] == _JPEG_MAGIC else None
     if pixels is not None and pixels.shape[2] == _CHANNELS[mode]:
         return pixels
-    return _jpeg_image(pixels, mode) if pixels is not None else _decode_with_pillow(data, mode, max_pixels)
+    return as_image(pixels, mode) if pixels is not None else _decode_with_pillow(data, mode, max_pixels)
 
 
 def _decode_with_pillow(data: bytes, mode: str, max_pixels: int) -> Image.Image:

@@ -20,8 +20,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from service.image_decode import decode, decode_lean
-from service.preprocess_fast import FastPlan, fast_plan, resize_crop
+from service.image_decode import as_image, decode, decode_lean
+from service.preprocess_fast import FastPlan, resize_crop
 from service.repository import Preprocessing
 
 #: Largest absolute difference from torchvision's float32 output that the parity tests accept.
@@ -184,13 +184,13 @@ def preprocess(data: bytes, transform: ImageTransform, max_pixels: int) -> Model
     crop_h, crop_w = transform.crop
     origin = (_crop_origin(new_h, crop_h), _crop_origin(new_w, crop_w))
     whole_max = _WHOLE_AXIS_MAX * transform.resize
-    plan = fast_plan((width, height), FastPlan((new_w, new_h), transform.crop, origin), whole_max)
-    if plan is not None:  # enlarged: smaller than the target, so its pixels as an array are small too
+    plan = FastPlan((new_w, new_h), transform.crop, origin)
+    if plan.fits((width, height), whole_max):  # enlarged, so smaller than the target: a small array too
         if isinstance(decoded, Image.Image):
             decoded = np.asarray(decoded, dtype=np.uint8).reshape(height, width, -1)
         return _normalise(resize_crop(decoded, plan), transform)
     if not isinstance(decoded, Image.Image):
-        decoded = Image.fromarray(decoded[:, :, 0] if transform.mode == "L" else decoded, transform.mode)
+        decoded = as_image(decoded, transform.mode)
     return resize_crop_normalise(decoded, transform)
 
 

@@ -35,15 +35,13 @@ class FastPlan(NamedTuple):
     crop: tuple[int, int]
     origin: tuple[int, int]
 
-
-def fast_plan(source: tuple[int, int], plan: FastPlan, whole_max: int) -> FastPlan | None:
-    """``plan`` for a ``source`` image (width, height), or None where Pillow must do it (module docstring)."""
-    (width, height), (new_w, new_h), (crop_h, crop_w), (top, left) = source, plan.size, plan.crop, plan.origin
-    if new_w < width or new_h < height or max(new_w, new_h) > whole_max:
-        return None
-    if top < 0 or left < 0 or top + crop_h > new_h or left + crop_w > new_w:
-        return None
-    return plan
+    def fits(self, source: tuple[int, int], whole_max: int) -> bool:
+        """Whether the fast path can make it from a ``source`` image (width, height); if not, Pillow must (module
+        docstring): the image is shrunk, resized past ``whole_max`` pixels, or smaller than the crop."""
+        (width, height), (new_w, new_h), (crop_h, crop_w), (top, left) = source, self.size, self.crop, self.origin
+        if new_w < width or new_h < height or max(new_w, new_h) > whole_max:
+            return False
+        return top >= 0 and left >= 0 and top + crop_h <= new_h and left + crop_w <= new_w
 
 
 def resize_crop(pixels: npt.NDArray[np.uint8], plan: FastPlan) -> npt.NDArray[np.uint8]:
