@@ -61,9 +61,9 @@ def fit_request_id(value: bytes) -> bytes:
     return f"{_MINT_PREFIX}{next(_minted):x}".encode()
 
 
-def request_id(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
-    """The request id to answer with: the client's ``X-Request-ID`` if fit to echo (``fit_request_id``)."""
-    return fit_request_id(next((value for name, value in headers if name == b"x-request-id"), b""))
+def client_request_id(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """The client's ``X-Request-ID`` among parsed headers, or b"" when it sent none."""
+    return next((value for name, value in headers if name == b"x-request-id"), b"")
 
 
 class InflightLimit:
@@ -76,6 +76,11 @@ class InflightLimit:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.inflight = 0
+
+    @property
+    def full(self) -> bool:
+        """Whether a request arriving now would be refused."""
+        return bool(self.limit) and self.inflight >= self.limit
 
     def admit(self) -> bool:
         """Count the request in and say yes, or say no and count nothing."""
@@ -134,10 +139,14 @@ class Admission:
         finally:
             self.policy.release()
 
-    def refusal(self, method: str, path: str, headers: Iterable[tuple[bytes, bytes]], close: bool) -> bytes:
-        """Count a refused request and return its complete response, echoing (or minting) its request id."""
+    def refusal(self, method: str, path: str, client_id: bytes, close: bool) -> bytes:
+        """Count a refused request and return its complete response, echoing ``client_id`` if fit, else minting one.
+
+        Args:
+            client_id: The client's ``X-Request-ID`` (b"" when it sent none).
+        """
         self.on_shed(self.error.status_code, self.error.code)
         if self.access_log:
             access_logger.info("%s %s %d 0.00 ms", method, path, self.error.status_code)
         head, body = self._close if close else self._keep
-        return b"".join((head, b"\r\nx-request-id: ", request_id(headers), b"\r\n\r\n", body))
+        return b"".join((head, b"\r\nx-request-id: ", fit_request_id(client_id), b"\r\n\r\n", body))

@@ -14,12 +14,12 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
+from service.http_admission import AdmittingHttpProtocol
 from service.http_limits import HttpLimits, Phase, answer_shutting_down, unread_bytes
-from service.http_protocol import HttpProtocol
 
 
-class DrainingHttpProtocol(HttpProtocol):
-    """``HttpProtocol`` that drains on shutdown, as the module docstring says."""
+class DrainingHttpProtocol(AdmittingHttpProtocol):
+    """``AdmittingHttpProtocol`` that drains on shutdown, as the module docstring says."""
 
     _closed_early: tuple[RequestResponseCycle, bool] | None = None  # a drain decision and the client's wish
 

@@ -1,4 +1,4 @@
-"""The HTTP/1.1 front door: uvicorn's httptools protocol, bounded per connection and admitting requests.
+"""The HTTP/1.1 front door: uvicorn's httptools protocol, bounded per connection.
 
 Below the ASGI app, where a request is still bytes, each connection is held to ``HttpLimits``:
 
@@ -6,36 +6,32 @@ Below the ASGI app, where a request is still bytes, each connection is held to `
   from their first byte (408 ``request_timeout``); a body may pause ``body_timeout_s`` (408) while the server is
   reading it; a connection with no request under way closes after ``keep_alive_timeout_s``, a new one included;
 - past ``max_connections`` a new connection is answered 503 ``too_many_connections`` at once, before it is parsed;
-- past the app's in-flight bound (``service/admission.py``) a request is answered 429 ``overloaded`` as soon as its
-  headers are parsed, with prebuilt bytes, and its body is dropped unread by the app;
 - a response the client does not read may stall ``write_timeout_s`` (nothing of it taken while the send buffer is
   full); then the connection is dropped, and its request's slot with it;
 - every close is staged (``LingeringTransport``), so what a client sent after our last answer never becomes a reset.
 
-The drain on SIGTERM is the subclass in ``service/http_drain.py``.
+Admission (429 ``overloaded`` past the app's in-flight bound) is the subclass in ``service/http_admission.py``, and
+the drain on SIGTERM the one in ``service/http_drain.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from typing import Any
 
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from service.admission import STATE_KEY, Admission, is_probe, small_body
 from service.http_limits import HttpLimits, Phase
 from service.http_transport import LINGER_S, LingeringTransport
-from service.peers import from_sibling
 
 logger = logging.getLogger(__name__)
 
 
 class HttpProtocol(HttpToolsProtocol):
-    """uvicorn's ``HttpToolsProtocol`` with the limits and the admission described in the module docstring."""
+    """uvicorn's ``HttpToolsProtocol`` with the limits described in the module docstring."""
 
     def __init__(
         self,
@@ -59,15 +55,11 @@ class HttpProtocol(HttpToolsProtocol):
         self._unsent = 0  # bytes waiting in the send buffer when the client last took some
         self._unsent_since = 0.0
         self._refusal: bytes | None = None  # a refusal waiting for the answers owed before it
-        self._draining = False  # set by the drain on shutdown (service/http_drain.py): admission no longer applies
-        self.admission: Admission | None = app_state.get(STATE_KEY)  # published by the app's lifespan
-        self._from_client = True  # not a sibling worker (set when connected)
 
     # ---- connection ------------------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(LingeringTransport(transport, self.loop, LINGER_S))
-        self._from_client = not from_sibling(self.server)
         if len(self.connections) > self.limits.max_connections:
             self.connections.discard(self)  # not counted, not drained: it is answered and closing
             self._refuse(self.limits.too_many_connections)
@@ -135,27 +127,6 @@ class HttpProtocol(HttpToolsProtocol):
             self._start_asgi_task(cycle, app)
         else:
             self._arm_idle(self.timeout_keep_alive)
-
-    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        """Where a request is handed to the app (at once, or after the answers owed before it): admit it first."""
-        admission = self.admission
-        # A sibling worker's request (over a Unix socket) is the server's own business: never shed.
-        if admission is not None and not self._draining and not is_probe(cycle.scope["path"]) and self._from_client:
-            if not admission.policy.admit():
-                self._shed(cycle, admission)
-                return
-            app = functools.partial(admission.serve, app)
-        super()._start_asgi_task(cycle, app)
-
-    def _shed(self, cycle: RequestResponseCycle, admission: Admission) -> None:
-        """Answer 429 ``overloaded`` without the app; a small body is then dropped as it arrives, a large one closes."""
-        scope = cycle.scope
-        close = not cycle.keep_alive or not small_body(scope["headers"])
-        self.transport.write(admission.refusal(scope["method"], scope["path"], scope["headers"], close))
-        cycle.response_started = cycle.response_complete = True  # uvicorn's parser callbacks now drop the body
-        if close:
-            self.transport.close()
-        self.on_response_complete()
 
     # ---- limits ----------------------------------------------------------------------------------------------
 

@@ -72,6 +72,13 @@ class LingeringTransport(asyncio.Transport):
             self._loop.call_soon(self.flush)
         self._pending.append(data)
 
+    def write_whole(self, data: bytes) -> None:
+        """Write a complete answer: sent at once when nothing is pending, as coalescing would have nothing to join."""
+        if self._pending or self.closing:
+            self.write(data)
+        else:
+            self._transport.write(data)
+
     def flush(self) -> None:
         """Send what was written since the last flush (at the end of the loop turn, or before a close)."""
         # Taken out first: the write may call the protocol's pause_writing, which reads get_write_buffer_size().

@@ -43,13 +43,14 @@ KNOWN_OUTCOMES = (
 SERVER_SHED = ("(server)", "rejected", "overloaded")
 
 
+_NAMED_OUTCOMES = {429: "rejected", 499: "cancelled", 503: "unavailable", 504: "timeout"}
+
+
 def outcome_of(status_code: int) -> str:
     """The ``outcome`` label for an HTTP status: success, client_error, rejected, cancelled, timeout, …"""
     if status_code < 400:
         return "success"
-    return {429: "rejected", 499: "cancelled", 503: "unavailable", 504: "timeout"}.get(
-        status_code, "client_error" if status_code < 500 else "server_error"
-    )
+    return _NAMED_OUTCOMES.get(status_code, "client_error" if status_code < 500 else "server_error")
 
 
 class ModelMetrics:

@@ -20,8 +20,9 @@ from service.admission import (
     STATE_KEY,
     Admission,
     InflightLimit,
+    client_request_id,
+    fit_request_id,
     is_probe,
-    request_id,
     small_body,
 )
 from service.main import create_app
@@ -33,10 +34,12 @@ LIMIT = 2
 
 def test_the_policy_admits_up_to_the_limit_and_again_after_a_release() -> None:
     policy = InflightLimit(LIMIT)
-    assert [policy.admit() for _ in range(LIMIT + 1)] == [True, True, False]
+    assert [(policy.full, policy.admit()) for _ in range(LIMIT + 1)] == [(False, True), (False, True), (True, False)]
     assert policy.inflight == LIMIT  # a refusal counts nothing
     policy.release()
+    assert not policy.full
     assert policy.admit()
+    assert policy.full
     assert not policy.admit()
 
 
@@ -84,9 +87,11 @@ def test_probes_are_health_readiness_and_metrics_only(path: str, probe: bool) ->
 
 
 def test_a_request_id_is_echoed_when_fit_and_minted_unique_otherwise() -> None:
-    assert request_id([(b"x-request-id", b"trace-42")]) == b"trace-42"
+    assert client_request_id([(b"host", b"h"), (b"x-request-id", b"trace-42")]) == b"trace-42"
+    assert client_request_id([(b"host", b"h")]) == b""
+    assert fit_request_id(b"trace-42") == b"trace-42"
     unfit = [b"", b"x" * (MAX_REQUEST_ID_BYTES + 1), "é".encode()]
-    minted = [request_id([(b"x-request-id", value)]) for value in unfit] + [request_id([]) for _ in range(1000)]
+    minted = [fit_request_id(value) for value in unfit] + [fit_request_id(b"") for _ in range(1000)]
     assert len(set(minted)) == len(minted)
     assert all(value.isascii() and 0 < len(value) <= MAX_REQUEST_ID_BYTES for value in minted)
 
@@ -102,7 +107,7 @@ def _parse(raw: bytes) -> tuple[str, dict[str, str], bytes]:
 def test_the_refusal_is_a_complete_429_that_names_the_setting_and_is_counted(close: bool) -> None:
     shed: list[tuple[int, str]] = []
     admission = Admission(InflightLimit(LIMIT), on_shed=lambda status, code: shed.append((status, code)))
-    status, headers, body = _parse(admission.refusal("POST", "/x", [(b"x-request-id", b"r-1")], close))
+    status, headers, body = _parse(admission.refusal("POST", "/x", b"r-1", close))
     assert status == "HTTP/1.1 429 Too Many Requests"
     assert headers["retry-after"] == "1"
     assert headers["x-request-id"] == "r-1"
@@ -139,7 +144,7 @@ async def test_the_app_publishes_its_admission_for_the_front_door(tiny_repositor
         assert isinstance(admission, Admission)
         assert admission.policy.limit == settings.max_inflight_requests
         assert admission.policy.admit()
-        admission.refusal("POST", "/v2/models/tiny/infer", [], close=False)
+        admission.refusal("POST", "/v2/models/tiny/infer", b"", close=False)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             scrape = (await client.get("/metrics")).text

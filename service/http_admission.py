@@ -1,0 +1,109 @@
+"""The front door's admission: past the app's in-flight bound a request is answered 429 before the app sees it.
+
+``service/admission.py`` holds the policy and the prebuilt refusal; this protocol applies it to each request of a
+connection, two ways:
+
+- **From the bytes**, while the server is full: a read holding exactly one plain request with its whole body
+  (``service/whole_request.py``) is answered without feeding the HTTP parser, the refusal's cheapest form;
+- **From the parsed head**, otherwise: where uvicorn would hand the request to the app, with the body (if small)
+  then dropped unread, or the connection closed (if large).
+
+Probes (``is_probe``), requests from sibling workers and requests during the drain are never shed. The drain on
+SIGTERM is the subclass in ``service/http_drain.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any
+
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+from uvicorn.server import ServerState
+
+from service.admission import (
+    KEEP_ALIVE_MAX_BODY_BYTES,
+    STATE_KEY,
+    Admission,
+    client_request_id,
+    is_probe,
+    small_body,
+)
+from service.http_limits import HttpLimits, Phase
+from service.http_protocol import HttpProtocol
+from service.http_transport import LingeringTransport
+from service.peers import from_sibling
+from service.whole_request import whole_request
+
+
+class AdmittingHttpProtocol(HttpProtocol):
+    """``HttpProtocol`` that sheds past the in-flight bound, as the module docstring says."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        limits: HttpLimits,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop, limits=limits)
+        self._draining = False  # set by the drain on shutdown (service/http_drain.py): admission no longer applies
+        self.admission: Admission | None = app_state.get(STATE_KEY)  # published by the app's lifespan
+        self._from_client = True  # not a sibling worker (set when connected)
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._from_client = not from_sibling(self.server)
+
+    def data_received(self, data: bytes) -> None:
+        if self._phase is Phase.IDLE and self._refused_from_bytes(data):
+            return
+        super().data_received(data)
+
+    def _refused_from_bytes(self, data: bytes) -> bool:
+        """While the server is full, answer a whole plain request in ``data`` 429 without the parser, if it is one."""
+        admission = self.admission
+        if admission is None or not admission.policy.full or self._draining or not self._from_client:
+            return False
+        cycle = self.cycle
+        if self.pipeline or self._refusal is not None or (cycle is not None and not cycle.response_complete):
+            return False  # answers are owed before this one: the parser's path keeps them in order
+        transport = self.transport
+        if transport.is_closing():
+            return False
+        request = whole_request(data, self.limits.max_header_bytes)
+        if request is None or is_probe(request.path):
+            return False
+        assert isinstance(transport, LingeringTransport)
+        close = request.close or request.body_bytes > KEEP_ALIVE_MAX_BODY_BYTES  # as the parser's path decides
+        transport.write_whole(admission.refusal(request.method, request.path, request.request_id, close))
+        self.server_state.total_requests += 1
+        if close:
+            self.transport.close()
+        else:
+            self._arm_idle(self.timeout_keep_alive)
+        return True
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        """Where a request is handed to the app (at once, or after the answers owed before it): admit it first."""
+        admission = self.admission
+        if admission is not None and not self._draining and not is_probe(cycle.scope["path"]) and self._from_client:
+            if not admission.policy.admit():
+                self._shed(cycle, admission)
+                return
+            app = functools.partial(admission.serve, app)
+        super()._start_asgi_task(cycle, app)
+
+    def _shed(self, cycle: RequestResponseCycle, admission: Admission) -> None:
+        """Answer 429 ``overloaded`` without the app; a small body is then dropped as it arrives, a large one closes."""
+        scope = cycle.scope
+        close = not cycle.keep_alive or not small_body(scope["headers"])
+        client_id = client_request_id(scope["headers"])
+        self.transport.write(admission.refusal(scope["method"], scope["path"], client_id, close))
+        cycle.response_started = cycle.response_complete = True  # uvicorn's parser callbacks now drop the body
+        if close:
+            self.transport.close()
+        self.on_response_complete()

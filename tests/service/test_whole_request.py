@@ -1,0 +1,104 @@
+"""``whole_request`` reads only plain, complete, single requests; everything else goes to the HTTP parser.
+
+A wrong "yes" here would answer a request the parser would have read differently, or leave bytes of it on the
+connection as the start of a next request; a wrong "no" only costs speed. So the declines are the larger table.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from service import whole_request as module
+from service.whole_request import MAX_SEEN, WholeRequest, read_head, whole_request
+
+LIMIT = 64 * 1024
+BODY = b"x" * 300
+
+
+def _request(*headers: str, line: str = "POST /v2/models/m/infer HTTP/1.1", body: bytes = BODY) -> bytes:
+    return ("\r\n".join([line, *headers]) + "\r\n\r\n").encode("latin-1") + body
+
+
+PLAIN = ("Host: t", f"Content-Length: {len(BODY)}")
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (_request(*PLAIN), WholeRequest("POST", "/v2/models/m/infer", b"", False, len(BODY))),
+        (
+            _request("HOST: t", f"content-LENGTH:{len(BODY)}", "X-Request-ID:  Trace-7 ", "Connection: close"),
+            WholeRequest("POST", "/v2/models/m/infer", b"Trace-7", True, len(BODY)),
+        ),
+        (
+            _request(f"Content-Length: {len(BODY)}", "x-request-id: last"),  # the id is the last header line
+            WholeRequest("POST", "/v2/models/m/infer", b"last", False, len(BODY)),
+        ),
+        (
+            _request("Host: t", line="GET /v1/models?verbose=1 HTTP/1.1", body=b""),
+            WholeRequest("GET", "/v1/models", b"", False, 0),
+        ),
+        (_request(line="GET / HTTP/1.1", body=b""), WholeRequest("GET", "/", b"", False, 0)),  # no header at all
+        (
+            _request("Connection: keep-alive", "Content-Length: 0", body=b""),
+            WholeRequest("POST", "/v2/models/m/infer", b"", False, 0),
+        ),
+    ],
+)
+def test_a_plain_complete_request_is_read(data: bytes, expected: WholeRequest) -> None:
+    assert whole_request(data, LIMIT) == expected
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _request(*PLAIN)[:-1],  # body not complete
+        _request(*PLAIN) + b"G",  # a next request begins behind it
+        _request(*PLAIN) * 2,  # pipelined
+        _request(*PLAIN)[:40],  # head not complete
+        _request("Host: t"),  # bytes behind a head without Content-Length are not a body
+        _request("Transfer-Encoding: chunked", body=b"3\r\nabc\r\n0\r\n\r\n"),
+        _request(*PLAIN, "Expect: 100-continue"),
+        _request(*PLAIN, "Upgrade: h2c", "Connection: Upgrade"),
+        _request(*PLAIN, "Connection: keep-alive, Upgrade"),
+        _request(*PLAIN, f"Content-Length: {len(BODY)}"),  # repeated
+        _request(*PLAIN, "Connection: close", "Connection: keep-alive"),
+        _request("Content-Length: 3OO", body=b"x" * 300),
+        _request("Content-Length: +300"),
+        _request("Content-Length: ³"),  # a Unicode digit, as bytes
+        _request("Content-Length:"),
+        _request(*PLAIN, line="POST /v2/models/m/infer HTTP/1.0"),
+        _request(*PLAIN, line="POST /v2/models/m/infer HTTP/2.0"),
+        _request(*PLAIN, line="POST  /v2/models/m/infer HTTP/1.1"),
+        _request(*PLAIN, line="POST * HTTP/1.1"),
+        _request(*PLAIN, line="POST http://h/v2/models/m/infer HTTP/1.1"),
+        _request(*PLAIN, line="P0ST /v2/models/m/infer HTTP/1.1"),
+        _request(*PLAIN, "X-Folded: a", " b"),  # obsolete line folding
+        _request(*PLAIN, "X-Folded: a", "\tb"),
+        _request(*PLAIN, "X-Bare: a\nb"),  # a bare line feed
+        _request(*PLAIN, "X-Bare: a\rb"),  # a bare carriage return
+        _request(*PLAIN, "X-Nul: a\x00b"),
+        _request(*PLAIN, "X-Latin: caf\xe9"),
+        _request(*PLAIN, "X-Pad: " + "p" * LIMIT),  # head over the header limit
+        b"\r\n\r\n",
+        b"",
+    ],
+)
+def test_anything_else_is_left_to_the_parser(data: bytes) -> None:
+    assert whole_request(data, LIMIT) is None
+
+
+def test_a_head_seen_before_is_read_as_the_first_time_and_the_memory_is_bounded() -> None:
+    module._SEEN.clear()
+    data = _request(*PLAIN)
+    first = whole_request(data, LIMIT)
+    assert first is not None
+    assert len(module._SEEN) == 1
+    assert whole_request(data, LIMIT) is first  # from memory
+    assert whole_request(data[:-1], LIMIT) is None  # the same head, a body one byte short: still checked
+    assert whole_request(_request("Transfer-Encoding: chunked"), LIMIT) is None
+    assert whole_request(_request("Transfer-Encoding: chunked"), LIMIT) is None  # a "no" is remembered as one
+    for number in range(2 * MAX_SEEN):
+        ident = f"X-Request-ID: r{number}"
+        assert whole_request(_request(*PLAIN, ident), LIMIT) == read_head(_request(*PLAIN, ident, body=b"")[:-4])
+        assert len(module._SEEN) <= MAX_SEEN
