@@ -70,7 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     poller = RepositoryPoller(models, settings.repository_poll_s) if settings.model_control == "poll" else None
 
-    # Enforced by the HTTP front door (service/http_protocol.py), which finds it in the lifespan state.
+    # Enforced by the HTTP front door (service/http_admission.py), which finds it in the lifespan state.
     admission = Admission(InflightLimit(settings.max_inflight_requests), metrics.shed, settings.access_log)
     metrics.server_inflight = lambda: admission.policy.inflight
 

@@ -6,10 +6,10 @@ connections from another process meanwhile, and times the first success once the
 one half of the usable CPUs and the generator on the other (when there are two or more), so that the generator's
 own work at 3 x the rate does not come out of the server's share, as it would not across machines.
 
-Prints every figure, with the server's CPU time per answer in both phases: a refusal costs one header parse and
-one prebuilt write (``service/admission.py``), and how that compares with serving decides the goodput. LeNet-5
-answers in ~0.2 ms of CPU, so shedding two requests in three takes a good part of the server; small_cnn's ~1 ms
-leaves refusals small beside it. Asserts only what no machine speed can break: some requests are shed with 429,
+Prints every figure, with the server's CPU time per answer in both phases: a refusal costs one read and one prebuilt
+write (``service/http_admission.py``), and how that compares with serving decides the goodput. LeNet-5 answers in
+~0.2 ms of CPU, so shedding two requests in three takes a good part of the server; small_cnn's ~1 ms leaves refusals
+small beside it. Asserts only what no machine speed can break: some requests are shed with 429,
 none gets a 5xx or times out, every probe is answered and the median one within 1 s, goodput stays above a floor,
 and the first request after the load succeeds.
 """
@@ -57,7 +57,7 @@ PROBED = ("/v2/health/ready", "/v2/health/live", "/metrics")
 #: probe must still be answered (the prober's own timeout is 20 s).
 HEALTH_BOUND_S = 1.0
 #: Of the capacity measured just before: a floor that says admitted work is never starved, not a target. Goodput
-#: is a benchmark figure, printed here: 0.2-0.5 x for LeNet-5 and 0.7-0.85 x for small_cnn on this 2-core machine,
+#: is a benchmark figure, printed here: 0.5-0.65 x for LeNet-5 and 0.8-0.85 x for small_cnn on this 2-core machine,
 #: and the capacity measured a moment earlier swings 3 x on a machine other jobs load.
 GOODPUT_FRACTION = 0.02
 RECOVERY_BOUND_S = 5.0

@@ -1,5 +1,5 @@
 """SIGTERM never resets a request a client has sent: each gets its result, or 503 ``shutting_down`` with
-``Connection: close``; the server exits 0 within ``CNNSERVE_GRACEFUL_SHUTDOWN_S`` (service/http_protocol.py).
+``Connection: close``; the server exits 0 within ``CNNSERVE_GRACEFUL_SHUTDOWN_S`` (service/http_drain.py).
 
 The first test puts requests in every state on purpose before the signal lands, with the model held by a file gate
 (``gated_service``): running, queued, pipelined behind a queued one, body half sent, bytes written while the server
