@@ -5,8 +5,9 @@ Under open-loop overload the backlog forms in the socket and on the event loop, 
 (``service/http_admission.py``) counts the requests the app is serving and, while the count is at the bound, answers
 a new request with prebuilt bytes, from the request's bytes or where its headers are parsed: no task, no ASGI call,
 no middleware, no routing. A refusal must cost a small fraction of a served request, or refusing two requests in
-three (3 x overload) eats the capacity it protects. Health, readiness and ``/metrics`` are never counted nor refused, so probes stay fast and
-readiness keeps its meaning (models loaded, not draining) instead of flapping with load.
+three (3 x overload) eats the capacity it protects. Health, readiness and ``/metrics`` are never counted nor
+refused, so probes stay fast and readiness keeps its meaning (models loaded, not draining) instead of flapping with
+load.
 
 The app publishes its ``Admission`` in the lifespan state under ``STATE_KEY``; the front door finds it there, so one
 policy per server process serves every connection.
