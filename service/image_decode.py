@@ -17,6 +17,9 @@ import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
 _JPEG_MAGIC = b"\xff\xd8"
+#: A PNG's signature and, at byte 12, its first chunk's type: IHDR, which holds the width and height (big-endian).
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_PNG_IHDR = b"IHDR"
 _CHANNELS = {"L": 1, "RGB": 3}
 #: Decoded pixels as ``(H, W, C)`` uint8.
 Pixels = npt.NDArray[np.uint8]
@@ -151,6 +154,8 @@ def _decode_with_pillow(data: bytes, mode: str, max_pixels: int) -> Image.Image:
 
 def declared_pixels(data: bytes) -> int | None:
     """The pixel count an image's header declares, read without decoding; None when there is no readable header."""
+    if data[:8] == _PNG_MAGIC and data[12:16] == _PNG_IHDR and len(data) >= 24:  # read where Pillow reads it
+        return int.from_bytes(data[16:20], "big") * int.from_bytes(data[20:24], "big")
     try:
         if data[:2] == _JPEG_MAGIC:
             height, width, _, _ = simplejpeg.decode_jpeg_header(data)

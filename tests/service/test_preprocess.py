@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.image_decode import ImageError, ImageTooLarge, decode
+from service.image_decode import ImageError, ImageTooLarge, decode, declared_pixels
 from service.preprocess import PARITY_TOLERANCE, ImageTransform, preprocess, softmax, top_k
 from service.repository import Preprocessing
 
@@ -136,3 +136,17 @@ def test_pillow_keeps_freed_image_memory_for_reuse_once_configured_not_on_import
     on_import, configured = map(int, done.stdout.split())
     assert on_import == 0
     assert configured >= 1
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "I;16"])
+@pytest.mark.parametrize(("width", "height"), [(8, 8), (3, 6_000_001 // 1000), (640, 1)])
+def test_declared_pixels_of_a_png_are_read_from_its_header_as_pillow_reads_them(
+    mode: str, width: int, height: int
+) -> None:
+    out = io.BytesIO()
+    Image.new(mode, (width, height)).save(out, "PNG")
+    data = out.getvalue()
+    with Image.open(io.BytesIO(data)) as image:
+        assert declared_pixels(data) == image.width * image.height == width * height
+    assert declared_pixels(data[:20]) is None  # the header cut short: Pillow cannot read it either
+    assert declared_pixels(b"GIF89a" + data[6:]) is None  # no format that declares a size
