@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.image_decode import ImageError, ImageTooLarge, decode, declared_pixels
+from service.image_decode import ImageError, ImageTooLarge, declared_pixels, decode
 from service.preprocess import PARITY_TOLERANCE, ImageTransform, preprocess, softmax, top_k
 from service.repository import Preprocessing
 
