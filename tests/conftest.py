@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+import service  # noqa: F401  (before any test imports onnxruntime: it turns ORT's telemetry off)
+
 # Apps built in the test process (``create_app``) serve no gRPC unless a test asks: the default port, 8001, may be
 # taken on a developer's machine. Servers started as processes get a free gRPC port each (bench/servers.py).
 os.environ.setdefault("CNNSERVE_GRPC_PORT", "0")
