@@ -10,6 +10,7 @@ import zlib
 from starlette.requests import ClientDisconnect, Request
 
 from service.api.client_numbers import whole_number
+from service.api.request_info import header
 from service.errors import BadRequest, ClientClosedRequest, PayloadTooLarge, UnsupportedMediaType
 
 _SHOWN_DIGITS = 20  # a declared size longer than this is not quoted in full
@@ -50,7 +51,7 @@ async def read_body(request: Request, limit: int) -> bytes:
         ClientClosedRequest: the client went away mid-upload.
     """
     body = await read_raw_body(request, limit)
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    encoding = (header(request, b"content-encoding") or "identity").strip().lower()
     return body if encoding == "identity" else _decompress(body, encoding, limit)
 
 
@@ -61,7 +62,7 @@ async def read_raw_body(request: Request, limit: int) -> bytes:
         PayloadTooLarge: declared or actual size above ``limit``.
         ClientClosedRequest: the client went away mid-upload.
     """
-    declared = request.headers.get("content-length")
+    declared = header(request, b"content-length")
     # The HTTP server frames the body by Content-Length and refuses one that is not digits; the stream is bounded
     # below regardless, so only a well-formed declaration above the limit is refused before reading.
     if declared is not None and declared.isascii() and declared.isdigit() and whole_number(declared, limit) is None:

@@ -10,7 +10,7 @@ from service.api.client_numbers import MAX_TIMEOUT_MS, decimal_number
 from service.api.routes import HeaderParameter
 from service.errors import BadRequest
 
-TIMEOUT_HEADER = "x-request-timeout-ms"
+TIMEOUT_HEADER = b"x-request-timeout-ms"
 #: The documentation of ``TIMEOUT_HEADER``, for the inference routes that read it.
 TIMEOUT = HeaderParameter(
     "X-Request-Timeout-Ms",
@@ -21,13 +21,25 @@ TIMEOUT = HeaderParameter(
 )
 
 
+def header(request: Request, name: bytes) -> str | None:
+    """The first value of header ``name`` (lower case: ASGI servers give names so), or None when absent.
+
+    Read from the ASGI scope directly: Starlette's ``request.headers.get`` encodes the name and raises and catches
+    a KeyError for each absent header; the four lookups of a v2 request cost it ~7 % of its Python in process.
+    """
+    for key, value in request.scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
 def timeout_header_us(request: Request) -> int | None:
     """``X-Request-Timeout-Ms`` in microseconds, or None when absent.
 
     Raises:
         BadRequest: the header is not an ASCII decimal number of milliseconds from 0 to ``MAX_TIMEOUT_MS``.
     """
-    raw = request.headers.get(TIMEOUT_HEADER)
+    raw = header(request, TIMEOUT_HEADER)
     if raw is None:
         return None
     ms = decimal_number(raw, MAX_TIMEOUT_MS)

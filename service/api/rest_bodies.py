@@ -16,6 +16,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from service.api.body import read_body
+from service.api.request_info import header
 from service.errors import BadRequest, UnsupportedMediaType
 
 Images = list[tuple[str | None, bytes]]
@@ -41,7 +42,7 @@ async def _multipart(request: Request, body: bytes, max_files: int) -> Images:
 
 async def read_images(request: Request, limit: int, max_files: int) -> Images:
     """A ``classify`` body's images: the raw body as one, or each multipart file field (415 for other media)."""
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    media_type = (header(request, b"content-type") or "").split(";")[0].strip().lower()
     if media_type != "multipart/form-data" and not media_type.startswith("image/") and media_type not in _RAW_TYPES:
         raise UnsupportedMediaType(
             f"Content-Type '{media_type}' is not accepted; send one image as the body (image/jpeg, image/png, "

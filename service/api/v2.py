@@ -14,7 +14,7 @@ from starlette.responses import Response
 from service import __version__
 from service.api.body import read_body
 from service.api.client_numbers import whole_number
-from service.api.request_info import TIMEOUT, disconnect_probe, timeout_header_us
+from service.api.request_info import TIMEOUT, disconnect_probe, header, timeout_header_us
 from service.api.responses import json_response
 from service.api.routes import HeaderParameter, Responses, Route, RouteGroup
 from service.api.v2_codec import encode_infer_response, parse_infer_request
@@ -60,7 +60,7 @@ def _header_length(request: Request) -> int | None:
 
     Bounded here only to stay a machine integer: the codec checks it against the body, naming the body's length.
     """
-    raw = request.headers.get("inference-header-content-length")
+    raw = header(request, b"inference-header-content-length")
     if raw is None:
         return None
     length = whole_number(raw, _MAX_HEADER_LENGTH)
