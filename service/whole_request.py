@@ -68,7 +68,7 @@ def read_head(head: bytes) -> WholeRequest | None:
     parts = head[:line_end].split(b" ")
     if len(parts) != 3 or parts[2] != b"HTTP/1.1" or not parts[0].isalpha() or not parts[1].startswith(b"/"):
         return None
-    if b"\n" in parts[1] or b"\r" in parts[1]:
+    if b"%" in parts[1] or b"\n" in parts[1] or b"\r" in parts[1]:  # percent-encoded: the parser decodes the path
         return None
     # Every header line starts with CRLF here, and the last one ends with it.
     fields = head[line_end:].lower() + _CRLF

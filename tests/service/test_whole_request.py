@@ -73,6 +73,7 @@ def test_a_plain_complete_request_is_read(data: bytes, expected: WholeRequest) -
         _request(*PLAIN, line="POST * HTTP/1.1"),
         _request(*PLAIN, line="POST http://h/v2/models/m/infer HTTP/1.1"),
         _request(*PLAIN, line="P0ST /v2/models/m/infer HTTP/1.1"),
+        _request(*PLAIN, line="POST /v2/health/re%61dy HTTP/1.1"),  # a probe, once decoded: never refused
         _request(*PLAIN, "X-Folded: a", " b"),  # obsolete line folding
         _request(*PLAIN, "X-Folded: a", "\tb"),
         _request(*PLAIN, "X-Bare: a\nb"),  # a bare line feed
