@@ -57,7 +57,7 @@ PROBED = ("/v2/health/ready", "/v2/health/live", "/metrics")
 #: probe must still be answered (the prober's own timeout is 20 s).
 HEALTH_BOUND_S = 1.0
 #: Of the capacity measured just before: a floor that says admitted work is never starved, not a target. Goodput
-#: is a benchmark figure, printed here: 0.5-0.65 x for LeNet-5 and 0.8-0.85 x for small_cnn on this 2-core machine,
+#: is a benchmark figure, printed here: 0.45-0.65 x for LeNet-5 and 0.8-0.85 x for small_cnn on this 2-core machine,
 #: and the capacity measured a moment earlier swings 3 x on a machine other jobs load.
 GOODPUT_FRACTION = 0.02
 RECOVERY_BOUND_S = 5.0
