@@ -18,9 +18,7 @@ import asyncio
 import functools
 from typing import Any
 
-from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
-from uvicorn.server import ServerState
 
 from service.admission import (
     KEEP_ALIVE_MAX_BODY_BYTES,
@@ -30,7 +28,7 @@ from service.admission import (
     is_probe,
     small_body,
 )
-from service.http_limits import HttpLimits, Phase
+from service.http_limits import Phase
 from service.http_protocol import HttpProtocol
 from service.http_transport import LingeringTransport
 from service.peers import from_sibling
@@ -40,22 +38,13 @@ from service.whole_request import whole_request
 class AdmittingHttpProtocol(HttpProtocol):
     """``HttpProtocol`` that sheds past the in-flight bound, as the module docstring says."""
 
-    def __init__(
-        self,
-        config: Config,
-        server_state: ServerState,
-        app_state: dict[str, Any],
-        _loop: asyncio.AbstractEventLoop | None = None,
-        *,
-        limits: HttpLimits,
-    ) -> None:
-        super().__init__(config, server_state, app_state, _loop, limits=limits)
-        self._draining = False  # set by the drain on shutdown (service/http_drain.py): admission no longer applies
-        self.admission: Admission | None = app_state.get(STATE_KEY)  # published by the app's lifespan
-        self._from_client = True  # not a sibling worker (set when connected)
+    _draining = False  # set by the drain on shutdown (service/http_drain.py): admission no longer applies
+    admission: Admission | None = None  # published by the app's lifespan, found when a connection is made
+    _from_client = True  # not a sibling worker (set when connected)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.admission = self.app_state.get(STATE_KEY)
         self._from_client = not from_sibling(self.server)
 
     def data_received(self, data: bytes) -> None:
