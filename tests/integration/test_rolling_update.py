@@ -3,8 +3,13 @@
 Both servers bind the same port (``SO_REUSEPORT``, as every worker of one server does), so the kernel spreads new
 connections over both, as a Service spreads them over an old and a new pod. Keep-alive clients send requests all the
 while and retry what the protocol says may be retried: a ``503 shutting_down`` (which closes its connection) and a
-connection the server closed before any answer began. Every request must succeed within two attempts, and the old
+connection the server closed before any answer began. Every request must succeed within ``ATTEMPTS``, and the old
 server must exit 0.
+
+Why ``WORKERS + 1`` attempts, not two: each old worker closes its listener before it answers any 503, so it can fail
+one request at most once. But the two old workers take SIGTERM a moment apart. A request refused by the first can
+reconnect into the second one's listen queue in that moment, and then be refused again when the second one drains
+(seen once in a CI run: 1 of 8,252 requests). After one failure per old worker, only the new server listens.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from bench.servers import start
 MODEL = "lenet5_digits"
 DIGIT = (REPO_ROOT / "samples" / "digits" / "digit-3.png").read_bytes()
 CLIENTS = 6
+WORKERS = 2  # of the old server, and of the new one
+#: One failed attempt per draining old worker at most (module docstring), then the new server answers.
+ATTEMPTS = WORKERS + 1
 MAX_REQUESTS = 20_000  # per client: a bound far above what the test's seconds allow
 TIMEOUT_S = 120.0
 PATH = f"/v1/models/{MODEL}/classify"
@@ -53,7 +61,7 @@ class Client(threading.Thread):
             if self.stop.is_set():
                 break
             outcome = ""
-            for attempt in range(2):
+            for attempt in range(ATTEMPTS):
                 try:
                     status, body = self._attempt(connection)
                 except (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine) as err:
@@ -79,7 +87,7 @@ def _ready_workers(log: Path) -> int:
 
 def test_a_rolling_update_behind_one_port_loses_no_request(model_repository: Path, tmp_path: Path) -> None:
     command = [sys.executable, "-m", "service", "--port", "{port}", "--grpc-port", "0"]
-    command += ["--repository", str(model_repository), "--models", MODEL, "--workers", "2"]
+    command += ["--repository", str(model_repository), "--models", MODEL, "--workers", str(WORKERS)]
     old = start("old", command, {"CNNSERVE_GRACEFUL_SHUTDOWN_S": "30"}, "/v2/health/ready", tmp_path / "old.log", None)
     new_log = tmp_path / "new.log"
     stop = threading.Event()
@@ -93,7 +101,7 @@ def test_a_rolling_update_behind_one_port_loses_no_request(model_repository: Pat
         with new_log.open("wb") as sink:  # the new server, on the same port, while the old one serves
             new = subprocess.Popen(new_command, cwd=REPO_ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + TIMEOUT_S
-        while _ready_workers(new_log) < 2:
+        while _ready_workers(new_log) < WORKERS:
             assert new.poll() is None, new_log.read_text()[-2000:]
             assert time.monotonic() < deadline, "the new server did not become ready"
             time.sleep(0.1)
@@ -114,7 +122,7 @@ def test_a_rolling_update_behind_one_port_loses_no_request(model_repository: Pat
     succeeded = sum(c.succeeded for c in clients)
     retried = sum(c.retried for c in clients)
     print(f"\nrolling update: {succeeded} requests answered, {served_during} while the old server drained, "
-          f"{retried} after one retry, {len(lost)} lost")  # fmt: skip
+          f"{retried} retries, {len(lost)} lost")  # fmt: skip
     assert not lost, lost[:5]
     assert served_during > 0, "no request was served while the old server drained"
     assert all(c.succeeded > 0 for c in clients)
