@@ -70,8 +70,10 @@ def read_head(head: bytes) -> WholeRequest | None:
         return None
     if b"%" in parts[1] or b"\n" in parts[1] or b"\r" in parts[1]:  # percent-encoded: the parser decodes the path
         return None
-    # Every header line starts with CRLF here, and the last one ends with it.
-    fields = head[line_end:].lower() + _CRLF
+    # Every header line starts with CRLF here, and the last one ends with it; ``fields`` is ``lines`` lower-cased, so
+    # an offset found in one is the same in the other.
+    lines = head[line_end:] + _CRLF
+    fields = lines.lower()
     line_breaks = fields.count(_CRLF)
     if fields.count(b"\n") != line_breaks or fields.count(b"\r") != line_breaks or not fields.isascii():
         return None
@@ -81,27 +83,23 @@ def read_head(head: bytes) -> WholeRequest | None:
         return None
     if fields.count(_LENGTH) > 1 or fields.count(_CONNECTION) > 1:
         return None
-    length = _field(fields, _LENGTH)
+    length = _field(fields, _LENGTH, fields)
     if length is not None and not length.isdigit():
         return None
-    connection = _field(fields, _CONNECTION)
+    connection = _field(fields, _CONNECTION, fields)
     if connection is not None and b"upgrade" in connection:
         return None
-    request_id = b""
-    at = fields.find(_REQUEST_ID)
-    if at >= 0:
-        start = line_end + at + len(_REQUEST_ID)
-        end = head.find(_CRLF, start)
-        request_id = head[start : end if end >= 0 else len(head)].strip()
+    request_id = _field(fields, _REQUEST_ID, lines) or b""  # echoed as the client wrote it
     target = parts[1].decode("latin-1")
     path = target.partition("?")[0]
     return WholeRequest(parts[0].decode(), path, request_id, connection == b"close", int(length) if length else 0)
 
 
-def _field(fields: bytes, name: bytes) -> bytes | None:
-    """The value of header ``name`` in lower-cased ``fields``, or ``None`` when absent."""
+def _field(fields: bytes, name: bytes, source: bytes) -> bytes | None:
+    """The value of header ``name``, found in lower-cased ``fields`` and taken from ``source`` (``fields`` itself, or
+    the lines as sent, to keep the value's case), or ``None`` when absent."""
     at = fields.find(name)
     if at < 0:
         return None
     start = at + len(name)
-    return fields[start : fields.find(_CRLF, start)].strip()
+    return source[start : fields.find(_CRLF, start)].strip()
