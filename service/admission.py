@@ -85,7 +85,7 @@ class InflightLimit:
 
     def admit(self) -> bool:
         """Count the request in and say yes, or say no and count nothing."""
-        if self.limit and self.inflight >= self.limit:
+        if self.full:
             return False
         self.inflight += 1
         return True
