@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import zlib
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 
 from service.api.client_numbers import whole_number
 from service.api.request_info import header
@@ -68,14 +68,19 @@ async def read_raw_body(request: Request, limit: int) -> bytes:
     if declared is not None and declared.isascii() and declared.isdigit() and whole_number(declared, limit) is None:
         digits = declared.lstrip("0")
         raise _too_large(digits if len(digits) <= _SHOWN_DIGITS else f"more than 10^{_SHOWN_DIGITS}", limit, "body")
+    # The ASGI messages are read directly: Starlette's ``request.stream()`` is an async generator that costs a
+    # few microseconds a request, several percent of a tiny model's whole request.
+    receive = request.receive
     chunks: list[bytes] = []
     size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(size, limit, "body (at least)")
-            chunks.append(chunk)
-    except ClientDisconnect as err:
-        raise ClientClosedRequest("client disconnected while sending the body") from err
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientClosedRequest("client disconnected while sending the body")
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(size, limit, "body (at least)")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -15,7 +15,7 @@ from service import __version__
 from service.api.body import read_body
 from service.api.client_numbers import whole_number
 from service.api.request_info import TIMEOUT, disconnect_probe, header, timeout_header_us
-from service.api.responses import json_response
+from service.api.responses import JSON, OCTET_STREAM, BytesResponse, json_response
 from service.api.routes import HeaderParameter, Responses, Route, RouteGroup
 from service.api.v2_codec import encode_infer_response, parse_infer_request
 from service.dataplane import DataPlane
@@ -119,7 +119,9 @@ class InferenceRoutes:
         with plane.track(served), served.batcher.announce() as arrival:
             body = await read_body(request, self.max_body_bytes)
             parsed = parse_infer_request(body, _header_length(request), served.signature)
-            timeout_us = min((t for t in (parsed.timeout_us, timeout_header_us(request)) if t), default=None)
+            timeout_us, header_us = parsed.timeout_us, timeout_header_us(request)
+            if header_us and (not timeout_us or header_us < timeout_us):
+                timeout_us = header_us
             deadline = plane.deadline(served, arrived, timeout_us)
             outputs = await plane.infer(
                 served,
@@ -133,9 +135,8 @@ class InferenceRoutes:
                 served.config.name, served.version, parsed.id, outputs, parsed.outputs, served.config.labels
             )
         if header_length is None:
-            return Response(content, media_type="application/json")
-        headers = {"Inference-Header-Content-Length": str(header_length)}
-        return Response(content, media_type="application/octet-stream", headers=headers)
+            return BytesResponse(content, JSON)
+        return BytesResponse(content, OCTET_STREAM, extra=[(b"inference-header-content-length", b"%d" % header_length)])
 
     def routes(self) -> RouteGroup:
         """'/v2/models/stats' comes before '/v2/models/{model}', which would take 'stats' for a model name."""
