@@ -4,7 +4,8 @@
 connection, two ways:
 
 - **From the bytes**, while the server is full: a read holding exactly one plain request with its whole body
-  (``service/whole_request.py``) is answered without feeding the HTTP parser, the refusal's cheapest form;
+  (``service/whole_request.py``) is answered without feeding the HTTP parser, the refusal's cheapest form (with
+  room, such a request is started without the parser too: ``service/http_whole.py``);
 - **From the parsed head**, otherwise: where uvicorn would hand the request to the app, with the body (if small)
   then dropped unread, or the connection closed (if large).
 
@@ -31,8 +32,9 @@ from service.admission import (
 from service.http_limits import Phase
 from service.http_protocol import HttpProtocol
 from service.http_transport import LingeringTransport
+from service.http_whole import whole_cycle
 from service.peers import from_sibling
-from service.whole_request import whole_request
+from service.whole_request import WholeRequest, whole_request
 
 
 class AdmittingHttpProtocol(HttpProtocol):
@@ -48,33 +50,41 @@ class AdmittingHttpProtocol(HttpProtocol):
         self._from_client = not from_sibling(self.server)
 
     def data_received(self, data: bytes) -> None:
-        if self._phase is Phase.IDLE and self._refused_from_bytes(data):
+        if self._phase is Phase.IDLE and self._from_bytes(data):
             return
         super().data_received(data)
 
-    def _refused_from_bytes(self, data: bytes) -> bool:
-        """While the server is full, answer a whole plain request in ``data`` 429 without the parser, if it is one."""
-        admission = self.admission
-        if admission is None or not admission.policy.full or self._draining or not self._from_client:
-            return False
+    def _from_bytes(self, data: bytes) -> bool:
+        """Take a read holding one whole plain request without the parser: refused while the server is full, else
+        started as the parser would start it (``service/http_whole.py``). False when ``data`` is anything else."""
+        if self._draining or self.pipeline or self._refusal is not None:
+            return False  # the drain's bookkeeping, and answers owed before this one, are the parser path's
         cycle = self.cycle
-        if self.pipeline or self._refusal is not None or (cycle is not None and not cycle.response_complete):
-            return False  # answers are owed before this one: the parser's path keeps them in order
-        transport = self.transport
-        if transport.is_closing():
+        if (cycle is not None and not cycle.response_complete) or self.transport.is_closing():
             return False
         request = whole_request(data, self.limits.max_header_bytes)
-        if request is None or is_probe(request.path):
+        if request is None:
             return False
+        admission = self.admission
+        if admission is not None and admission.policy.full and self._from_client and not is_probe(request.path):
+            self._refuse_whole(request, admission)
+            return True
+        self.cycle = whole_cycle(self, request, memoryview(data)[len(data) - request.body_bytes :])
+        self._unset_keepalive_if_required()
+        self._start_asgi_task(self.cycle, self.app)
+        return True
+
+    def _refuse_whole(self, request: WholeRequest, admission: Admission) -> None:
+        """Answer ``request`` 429 from its bytes: no request cycle, one write."""
+        transport = self.transport
         assert isinstance(transport, LingeringTransport)
         close = request.close or request.body_bytes > KEEP_ALIVE_MAX_BODY_BYTES  # as the parser's path decides
         transport.write_whole(admission.refusal(request.method, request.path, request.request_id, close))
         self.server_state.total_requests += 1
         if close:
-            self.transport.close()
+            transport.close()
         else:
             self._arm_idle(self.timeout_keep_alive)
-        return True
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         """Where a request is handed to the app (at once, or after the answers owed before it): admit it first."""

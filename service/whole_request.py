@@ -10,10 +10,14 @@ Anything else returns ``None`` and takes the parser's path, which answers it exa
 second request behind the first, a chunked body, ``Expect``, ``Upgrade``, HTTP/1.0, folded or malformed header
 lines, a repeated ``Content-Length``, a head over the header limit. So this reader only ever sees requests the parser
 would also accept, and its framing (the body ends exactly where the bytes do) cannot desynchronise the connection.
+
+A request read here is also served without the parser when there is room (``service/http_whole.py``), so it carries
+what the ASGI scope needs, as the parser gives it: header names lower-cased, values without their leading blanks.
 """
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 _CRLF = b"\r\n"
@@ -25,16 +29,24 @@ _UPGRADE = b"\r\nupgrade:"
 _LENGTH = b"\r\ncontent-length:"
 _CONNECTION = b"\r\nconnection:"
 _REQUEST_ID = b"\r\nx-request-id:"
+_TARGET = re.compile(rb"/[!-~]*")  # origin form, visible ASCII ('%' and '#' are declined apart)
+_NAME = re.compile(rb"[-!#$&'*+.^_`|~0-9a-z]+")  # a header name: an RFC 9110 token (lower case here)
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # in a value: what the parser refuses (HTAB is allowed)
+_KEPT_ALIVE = (None, b"close", b"keep-alive")  # other Connection values go to the parser, which reads their tokens
 
 
 class WholeRequest(NamedTuple):
-    """What a refusal echoes or decides from: the request line's parts, the client's request id, ``Connection``."""
+    """What a refusal echoes or decides from (the request line's parts, the client's request id, ``Connection``),
+    and what the rest of an ASGI scope holds."""
 
     method: str
     path: str
     request_id: bytes  # the client's X-Request-ID, b"" when none (admission decides whether it is fit to echo)
     close: bool  # the client asked for Connection: close
     body_bytes: int  # its Content-Length (0 when none)
+    raw_path: bytes = b""
+    query_string: bytes = b""
+    headers: tuple[tuple[bytes, bytes], ...] = ()  # (lower-case name, value as sent less its leading blanks)
 
 
 #: Heads read before, by their bytes (None: not a plain request). A client sends the same head again and again (bar
@@ -66,9 +78,9 @@ def read_head(head: bytes) -> WholeRequest | None:
     if line_end < 0:
         line_end = len(head)
     parts = head[:line_end].split(b" ")
-    if len(parts) != 3 or parts[2] != b"HTTP/1.1" or not parts[0].isalpha() or not parts[1].startswith(b"/"):
+    if len(parts) != 3 or parts[2] != b"HTTP/1.1" or not parts[0].isalpha() or not _TARGET.fullmatch(parts[1]):
         return None
-    if b"%" in parts[1] or b"\n" in parts[1] or b"\r" in parts[1]:  # percent-encoded: the parser decodes the path
+    if b"%" in parts[1] or b"#" in parts[1]:  # percent-encoded: the parser decodes the path; a fragment it drops
         return None
     # Every header line starts with CRLF here, and the last one ends with it; ``fields`` is ``lines`` lower-cased, so
     # an offset found in one is the same in the other.
@@ -87,12 +99,33 @@ def read_head(head: bytes) -> WholeRequest | None:
     if length is not None and not length.isdigit():
         return None
     connection = _field(fields, _CONNECTION, fields)
-    if connection is not None and b"upgrade" in connection:
+    if connection not in _KEPT_ALIVE:
+        return None
+    headers = _headers(lines, fields)
+    if headers is None:
         return None
     request_id = _field(fields, _REQUEST_ID, lines) or b""  # echoed as the client wrote it
-    target = parts[1].decode("latin-1")
-    path = target.partition("?")[0]
-    return WholeRequest(parts[0].decode(), path, request_id, connection == b"close", int(length) if length else 0)
+    raw_path, _, query = parts[1].partition(b"?")
+    close = connection == b"close"
+    body_bytes = int(length) if length else 0
+    return WholeRequest(parts[0].decode(), raw_path.decode(), request_id, close, body_bytes, raw_path, query, headers)
+
+
+def _headers(lines: bytes, fields: bytes) -> tuple[tuple[bytes, bytes], ...] | None:
+    """The header lines as the parser hands them over, or ``None`` for a name or value the parser would refuse."""
+    headers = []
+    start = len(_CRLF)
+    while start < len(lines):
+        end = lines.find(_CRLF, start)
+        colon = lines.find(b":", start, end)
+        if colon < 0 or not _NAME.fullmatch(fields, start, colon):
+            return None
+        value = lines[colon + 1 : end].lstrip(b" \t")
+        if _CONTROL.search(value):
+            return None
+        headers.append((fields[start:colon], value))
+        start = end + len(_CRLF)
+    return tuple(headers)
 
 
 def _field(fields: bytes, name: bytes, source: bytes) -> bytes | None:
