@@ -29,6 +29,7 @@ _UPGRADE = b"\r\nupgrade:"
 _LENGTH = b"\r\ncontent-length:"
 _CONNECTION = b"\r\nconnection:"
 _REQUEST_ID = b"\r\nx-request-id:"
+_METHODS = frozenset((b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH"))  # the parser knows more
 _TARGET = re.compile(rb"/[!-~]*")  # origin form, visible ASCII ('%' and '#' are declined apart)
 _NAME = re.compile(rb"[-!#$&'*+.^_`|~0-9a-z]+")  # a header name: an RFC 9110 token (lower case here)
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # in a value: what the parser refuses (HTAB is allowed)
@@ -78,7 +79,7 @@ def read_head(head: bytes) -> WholeRequest | None:
     if line_end < 0:
         line_end = len(head)
     parts = head[:line_end].split(b" ")
-    if len(parts) != 3 or parts[2] != b"HTTP/1.1" or not parts[0].isalpha() or not _TARGET.fullmatch(parts[1]):
+    if len(parts) != 3 or parts[2] != b"HTTP/1.1" or parts[0] not in _METHODS or not _TARGET.fullmatch(parts[1]):
         return None
     if b"%" in parts[1] or b"#" in parts[1]:  # percent-encoded: the parser decodes the path; a fragment it drops
         return None

@@ -125,6 +125,8 @@ def test_what_a_scope_needs_is_what_the_parser_gives(data: bytes) -> None:
         _request(*PLAIN, line="POST * HTTP/1.1"),
         _request(*PLAIN, line="POST http://h/v2/models/m/infer HTTP/1.1"),
         _request(*PLAIN, line="P0ST /v2/models/m/infer HTTP/1.1"),
+        _request(*PLAIN, line="post /v2/models/m/infer HTTP/1.1"),  # methods the parser refuses, or rarely sees
+        _request(*PLAIN, line="BREW /v2/models/m/infer HTTP/1.1"),
         _request(*PLAIN, line="POST /v2/health/re%61dy HTTP/1.1"),  # a probe, once decoded: never refused
         _request(*PLAIN, "X-Folded: a", " b"),  # obsolete line folding
         _request(*PLAIN, "X-Folded: a", "\tb"),
