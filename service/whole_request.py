@@ -1,4 +1,4 @@
-"""A whole, plain HTTP/1.1 request in one chunk of bytes, read without the HTTP parser: what a quick refusal needs.
+"""A whole, plain HTTP/1.1 request in one chunk of bytes, read without the HTTP parser, to refuse or start it quickly.
 
 Under overload the front door refuses most requests (``service/admission.py``). Through uvicorn's parser each
 refusal cost about 33 µs of server CPU on the reference machine, half of it Python building a request the app never
