@@ -140,7 +140,8 @@ class Supervisor:
             self._processes = [self._start(port, peer_dir) for _ in range(self.workers)]
             logger.info("supervisor %d: %d workers serving on one port", os.getpid(), self.workers)
             status = self._watch(port, peer_dir)
-            return self._stop_all() or status
+            stopped = self._stop_all()  # a sibling stopped while it too was failing to start may exit otherwise
+            return status or stopped
         finally:
             for sock in reserved:
                 sock.close()

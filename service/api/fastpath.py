@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.routes import Route
+from service.api.startup_failure import reporting_startup_failure
 from service.errors import ServiceError, render
 
 
@@ -66,5 +67,7 @@ class ServiceApp(FastAPI):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.front is not None and scope["type"] == "http":
             await self.front(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await super().__call__(scope, receive, reporting_startup_failure(send))
         else:
             await super().__call__(scope, receive, send)
