@@ -45,9 +45,9 @@ class WholeRequest(NamedTuple):
     request_id: bytes  # the client's X-Request-ID, b"" when none (admission decides whether it is fit to echo)
     close: bool  # the client asked for Connection: close
     body_bytes: int  # its Content-Length (0 when none)
-    raw_path: bytes = b""
-    query_string: bytes = b""
-    headers: tuple[tuple[bytes, bytes], ...] = ()  # (lower-case name, value as sent less its leading blanks)
+    raw_path: bytes
+    query_string: bytes
+    headers: tuple[tuple[bytes, bytes], ...]  # (lower-case name, value as sent less its leading blanks)
 
 
 #: Heads read before, by their bytes (None: not a plain request). A client sends the same head again and again (bar
