@@ -21,9 +21,10 @@ class LingeringTransport(asyncio.Transport):
     a half close (FIN after the buffered response), keeps reading so that bytes the client sent meanwhile do not
     make the kernel reset the connection, and closes for good when the client hangs up or after ``linger_s``.
 
-    Writes made in one event-loop turn leave together at its end: uvicorn writes a response's head and its body
-    separately, and each send on loopback also pays for the receiver's TCP work (one of them cost about 7 % of a
-    LeNet-5 request's CPU). A close sends what is pending first; an abort drops it.
+    Writes made in one event-loop turn leave together at its end, or as soon as the protocol flushes a completed
+    response: uvicorn writes a response's head and its body separately, and each send on loopback also pays for the
+    receiver's TCP work (one of them cost about 7 % of a LeNet-5 request's CPU). A close sends what is pending first;
+    an abort drops it.
     """
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop, linger_s: float) -> None:

@@ -3,7 +3,8 @@
 JPEGs decode with simplejpeg (libjpeg-turbo, bit-identical to Pillow's decoder at full scale). Asked for a smallest
 side, the decoder scales in the DCT by 1/2, 1/4 or 1/8 while both sides stay at least that long: a 512-pixel photo
 for a model resizing to 256 decodes at half scale, a quarter of the pixels, and the resize that follows has less to
-do. Everything else decodes with Pillow.
+do. A small plain PNG already in the model's mode (``service/png_plain.py``) decodes with OpenCV, Pillow's pixels
+exactly. Everything else decodes with Pillow.
 """
 
 from __future__ import annotations
@@ -11,18 +12,17 @@ from __future__ import annotations
 import io
 import os
 
-import numpy as np
-import numpy.typing as npt
 import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
+from service import png_plain
+from service.png_plain import Pixels
+
 _JPEG_MAGIC = b"\xff\xd8"
 #: A PNG's signature and, at byte 12, its first chunk's type: IHDR, which holds the width and height (big-endian).
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_PNG_MAGIC = png_plain.SIGNATURE
 _PNG_IHDR = b"IHDR"
 _CHANNELS = {"L": 1, "RGB": 3}
-#: Decoded pixels as ``(H, W, C)`` uint8.
-Pixels = npt.NDArray[np.uint8]
 #: A TIFF decodes a tile at a time, into a buffer the size of the tile the file declares whatever the image's size
 #: (a 150-byte 1x1 TIFF declaring one 65536x16384 deflate tile took 1 GiB): a tile may hold the image's pixels or 1 M.
 _TILE_PIXELS_MIN = 1 << 20
@@ -86,6 +86,16 @@ def _jpeg_pixels(data: bytes, mode: str, max_pixels: int, min_side: int) -> Pixe
         return None
 
 
+def _png_pixels(data: bytes, mode: str, max_pixels: int) -> Pixels | None:
+    """A plain PNG's pixels (``service/png_plain.py``) when they are ``mode``'s, after the pixel limit; else None."""
+    found = png_plain.header(data)
+    if found is None or found[2] != _CHANNELS[mode]:
+        return None
+    width, height, channels = found
+    _check_pixels(width, height, max_pixels)
+    return png_plain.decode(data, width, height, channels)
+
+
 def as_image(pixels: Pixels, mode: str) -> Image.Image:
     """``(H, W, 1)`` grey or ``(H, W, 3)`` RGB pixels as a Pillow image of ``mode``: colour to grey through Pillow's
     luma weights, exactly as ``Image.open(...).convert("L")``."""
@@ -113,8 +123,11 @@ def decode(data: bytes, mode: str, max_pixels: int, min_side: int = 0) -> Image.
 
 
 def decode_lean(data: bytes, mode: str, max_pixels: int, min_side: int = 0) -> Pixels | Image.Image:
-    """``decode``, minus the Pillow copy where it can: a JPEG that decodes straight into ``mode`` comes back as
-    simplejpeg's ``(H, W, C)`` uint8 array; anything else as ``decode``'s image. Same limits and errors."""
+    """``decode``, minus the Pillow copy where it can: a JPEG that decodes straight into ``mode``, or a PNG OpenCV
+    decodes, comes back as an ``(H, W, C)`` uint8 array; anything else as ``decode``'s image. Same limits and errors."""
+    if data[:8] == _PNG_MAGIC:
+        png = _png_pixels(data, mode, max_pixels)
+        return png if png is not None else _decode_with_pillow(data, mode, max_pixels)
     pixels = _jpeg_pixels(data, mode, max_pixels, min_side) if data[:2] == _JPEG_MAGIC else None
     if pixels is not None and pixels.shape[2] == _CHANNELS[mode]:
         return pixels

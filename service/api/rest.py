@@ -65,11 +65,8 @@ _PREDICT_BODY = {
 def _predictions(scores: npt.NDArray[np.float32], k: int, labels: tuple[str, ...]) -> Predictions:
     indices, values = top_k(scores, k)
     return [
-        [
-            {"label": labels[i] if labels else str(i), "index": int(i), "score": float(v)}
-            for i, v in zip(ri, rv, strict=True)
-        ]
-        for ri, rv in zip(indices, values, strict=True)
+        [{"label": labels[i] if labels else str(i), "index": i, "score": v} for i, v in zip(ri, rv, strict=True)]
+        for ri, rv in zip(indices.tolist(), values.tolist(), strict=True)  # Python ints and floats in one call
     ]
 
 

@@ -105,3 +105,22 @@ async def test_a_client_gone_mid_request_is_seen_by_the_app(echo: _Echo) -> None
     await echo.feed()
     assert [message["type"] for message in seen] == ["http.request", "http.disconnect"]
     assert seen[0]["body"] == b"{...}"
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "parsed"])
+async def test_the_answer_is_on_the_wire_when_the_apps_last_send_returns(echo: _Echo, split: bool) -> None:
+    # The client waits for the answer, not for what the app does after it (metrics, its task ending) or for the
+    # loop's next turn: the protocol sends it as the response completes.
+    on_wire_after_send: list[bytes] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+        on_wire_after_send.append(bytes(echo.wire.sent))
+
+    echo.protocol.app = app
+    answer = await echo.feed(*((INFER[:20], INFER[20:]) if split else (INFER,)))
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert answer.endswith(b"\r\n\r\nok")
+    assert on_wire_after_send == [answer]
