@@ -91,6 +91,7 @@ def start_serving(loaded: LoadedModel, metrics: Metrics, inline_batch_us: int) -
         name=config.name,
         run_inline=loaded.runner.run_inline,
         staging=loaded.runner.staging,
+        run_lone=loaded.runner.run_lone,
     )
     batcher.start()
     transform = ImageTransform.from_config(config.preprocessing) if config.preprocessing else None

@@ -29,6 +29,9 @@ class Batcher:
             them (``ModelRunner.run_inline``); ``run_batch`` by default.
         staging: Buffers the runner reads threaded batches from, to merge requests straight into
             (``ModelRunner.staging``).
+        run_lone: Executes a threaded batch that leaves nothing queued or announced behind it: a lone request,
+            which the runner may give every core (``ModelRunner.run_lone``); ``run_batch`` by default. Under load
+            it is never used, so a lone request's cores are not taken from the requests being decoded meanwhile.
     """
 
     def __init__(
@@ -39,12 +42,13 @@ class Batcher:
         name: str,
         run_inline: RunBatch | None = None,
         staging: Staging | None = None,
+        run_lone: RunBatch | None = None,
     ) -> None:
         if policy.max_batch_size < 1 or policy.instances < 1 or policy.max_queue_size < 1:
             raise ValueError(f"batch policy for '{name}' needs sizes >= 1, got {policy}")
         self.policy = policy
         self.name = name
-        self._dispatcher = Dispatcher(run_batch, policy, observer, name, run_inline, staging)
+        self._dispatcher = Dispatcher(run_batch, policy, observer, name, run_inline, staging, run_lone)
         self._queue = RequestQueue(policy, name, self._dispatcher.retry_after_s)
         self._collector: asyncio.Task[None] | None = None
         self._hot = False  # a request took the idle fast path during this event-loop iteration
@@ -120,7 +124,7 @@ class Batcher:
                 continue  # re-check: queued requests may have expired meanwhile
             items = await self._queue.next_batch()
             if items:
-                self._dispatcher.dispatch(items)
+                self._dispatcher.dispatch(items, lone=self._queue.idle)
 
     async def stop(self) -> None:
         """Stop taking requests, run everything already queued, wait for running batches, release the threads."""

@@ -61,6 +61,8 @@ class Dispatcher:
         name: Used in thread names and log lines.
         run_inline: Executes the batches run on the event loop, when the runner has a cheaper way for them.
         staging: The runner's staging buffers that threaded batches are merged into, when it has them.
+        run_lone: Executes a threaded batch that is all of the model's work (``dispatch(lone=True)``), when the
+            runner has a faster way for a request with no company (``ModelRunner.run_lone``).
     """
 
     def __init__(
@@ -71,8 +73,10 @@ class Dispatcher:
         name: str,
         run_inline: RunBatch | None = None,
         staging: Staging | None = None,
+        run_lone: RunBatch | None = None,
     ) -> None:
         self._run_batch = run_batch
+        self._run_lone = run_lone or run_batch
         self._staging = staging
         self._run_inline = run_inline or run_batch
         self._policy = policy
@@ -106,8 +110,9 @@ class Dispatcher:
         batches = math.ceil(queued_rows / self._policy.max_batch_size) / self._policy.instances
         return max(1, math.ceil(batches * self._batch_ema_s))
 
-    def dispatch(self, items: list[Pending]) -> None:
-        """Run a batch on a free instance: inline (done when this returns) when predicted fast, else threaded."""
+    def dispatch(self, items: list[Pending], lone: bool = False) -> None:
+        """Run a batch on a free instance: inline (done when this returns) when predicted fast, else threaded, with
+        ``run_lone`` when ``lone`` (nothing else queued or on its way)."""
         instance = self._free.popleft()
         loop = asyncio.get_running_loop()
         now = loop.time()
@@ -116,14 +121,17 @@ class Dispatcher:
         if self.runs_inline(rows):
             self._complete(instance, items, rows, waits, _execute(self._run_inline, instance, items))
             return
-        task = loop.create_task(self._run_threaded(instance, items, rows, waits))
+        run = self._run_lone if lone else self._run_batch
+        task = loop.create_task(self._run_threaded(run, instance, items, rows, waits))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
-    async def _run_threaded(self, instance: int, items: list[Pending], rows: int, waits: tuple[float, ...]) -> None:
+    async def _run_threaded(
+        self, run: RunBatch, instance: int, items: list[Pending], rows: int, waits: tuple[float, ...]
+    ) -> None:
         loop = asyncio.get_running_loop()
         out = self._staging(instance, rows) if self._staging is not None and len(items) > 1 else None
-        result = await loop.run_in_executor(self._executor, _execute, self._run_batch, instance, items, out)
+        result = await loop.run_in_executor(self._executor, _execute, run, instance, items, out)
         self._complete(instance, items, rows, waits, result)
 
     def _complete(

@@ -446,3 +446,25 @@ async def test_inline_batches_use_run_inline_and_threaded_ones_run_batch() -> No
     assert inline.rows_run() == [2.0]
     assert inline.threads == [threading.current_thread().name]
     await batcher.stop()
+
+
+async def test_a_threaded_batch_with_nothing_behind_it_runs_lone_and_one_with_company_does_not() -> None:
+    company, lone = FakeModel(), FakeModel()
+    batcher = Batcher(company, BatchPolicy(max_batch_size=2), Recorder(), "fake", run_lone=lone)
+    batcher.start()
+    await submit(batcher, 1.0)  # nothing queued, nothing announced: lone
+    with batcher.announce():  # a request on its way (its body being decoded): company
+        await submit(batcher, 2.0)
+    lone.gate.clear()  # hold the next lone batch in its thread while three more queue behind it
+    first = asyncio.ensure_future(submit(batcher, 3.0))
+    await lone.wait_running()
+    await lone.wait_running()  # the batch of 1.0 released once already; this is 3.0's
+    others = asyncio.gather(*(submit(batcher, v) for v in (4.0, 5.0, 6.0)))
+    while batcher.queued < 3:  # each queues in its task's first step
+        await asyncio.sleep(0)
+    lone.gate.set()
+    await first
+    await others
+    assert lone.rows_run() == [1.0, 3.0, 6.0]  # 6.0 came last, alone
+    assert company.rows_run() == [2.0, 4.0, 5.0]  # 4.0 and 5.0 left 6.0 queued behind them
+    await batcher.stop()

@@ -87,6 +87,7 @@ def test_only_a_multi_worker_server_has_a_gate(tmp_path: Path, monkeypatch: pyte
 
 
 def test_lone_rows_run_on_the_solo_session_through_the_gate_and_nothing_else_waits(tmp_path: Path) -> None:
+    # ``run_lone`` is what the batcher calls for a batch with nothing queued or announced behind it.
     path = tmp_path / LOCK_NAME
     model = tiny_model_bytes()
     config = model_config_from_dict(tiny_config("tiny", model))
@@ -107,12 +108,15 @@ def test_lone_rows_run_on_the_solo_session_through_the_gate_and_nothing_else_wai
     runner = ModelRunner([session(1)], config, "cpu", solo_sessions=[solo], gate=Watching(path))
     one, two = np.ones((1, 3, 8, 8), np.float32), np.ones((2, 3, 8, 8), np.float32)
     expected = solo.run(None, {"input": two})[0]
-    np.testing.assert_allclose(runner(0, {"input": one})["logits"], expected[:1], rtol=1e-6)
+    np.testing.assert_allclose(runner.run_lone(0, {"input": one})["logits"], expected[:1], rtol=1e-6)
     assert Watching.seen == [True]
+    np.testing.assert_allclose(runner(0, {"input": one})["logits"], expected[:1], rtol=1e-6)  # a row with company
+    assert Watching.seen == [True]  # ran on the divided session, not through the gate
     assert runner.warm_up_solo(config) == 1
     assert Watching.seen == [True, True]
     sibling = ComputeGate(path)
     with sibling:  # another worker's lone request is running: batches and inline runs must still go ahead at once
         np.testing.assert_allclose(runner(0, {"input": two})["logits"], expected, rtol=1e-6)
+        np.testing.assert_allclose(runner.run_lone(0, {"input": two})["logits"], expected, rtol=1e-6)
         np.testing.assert_allclose(runner.run_inline(0, {"input": two})["logits"], expected, rtol=1e-6)
     assert Watching.seen == [True, True]
