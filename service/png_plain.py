@@ -1,5 +1,5 @@
-"""Plain PNGs decoded by OpenCV's libpng: a fifth of Pillow's time for a small image, whose cost in Pillow is mostly
-the Python that reads each chunk.
+"""Plain PNGs decoded by OpenCV's libpng, checks included in under half of Pillow's time for a small image (7 against
+18 µs for a digit), whose cost in Pillow is mostly the Python that reads each chunk.
 
 Only a PNG libpng decodes without a word goes this way. libpng prints its errors and warnings on standard error
 itself, past OpenCV's log settings, so a client sending damaged PNGs could write a line to the server's log per
@@ -18,9 +18,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-#: The PNG signature, and where IHDR's fields start after it and its length and type.
+#: The PNG signature.
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_IHDR_FIELDS = 16
 #: Colour types (grey, RGB) of plain PNGs, with their channels.
 _CHANNELS = {0: 1, 2: 3}
 #: Larger PNGs go to Pillow: checking one inflates its pixels a second time, which a small image does not notice.
