@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,22 +24,28 @@ from service.__main__ import main
 from service.runtime import ModelRunner
 
 HERE = Path(__file__).resolve().parent
+Inputs = Mapping[str, npt.NDArray[Any]]
+RunMethod = Callable[[ModelRunner, int, Inputs], dict[str, npt.NDArray[Any]]]
 HOLD_LIMIT_S = 30.0
 
 
 def install_gate(gate: Path) -> None:
-    """Make ``ModelRunner.__call__`` wait while ``gate`` exists."""
-    real = ModelRunner.__call__
+    """Make ``ModelRunner.__call__`` and ``ModelRunner.run_lone`` (the batcher's two ways to run a batch on a worker
+    thread) wait while ``gate`` exists."""
 
-    def gated(self: ModelRunner, instance: int, inputs: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
-        deadline = time.monotonic() + HOLD_LIMIT_S
-        while gate.exists():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"a batch was held at the model gate {gate} for {HOLD_LIMIT_S} s")
-            time.sleep(0.002)
-        return real(self, instance, inputs)
+    def gated(real: RunMethod) -> RunMethod:
+        def wait_then_run(self: ModelRunner, instance: int, inputs: Inputs) -> dict[str, npt.NDArray[Any]]:
+            deadline = time.monotonic() + HOLD_LIMIT_S
+            while gate.exists():
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"a batch was held at the model gate {gate} for {HOLD_LIMIT_S} s")
+                time.sleep(0.002)
+            return real(self, instance, inputs)
 
-    ModelRunner.__call__ = gated  # type: ignore[method-assign]
+        return wait_then_run
+
+    ModelRunner.__call__ = gated(ModelRunner.__call__)  # type: ignore[method-assign]
+    ModelRunner.run_lone = gated(ModelRunner.run_lone)  # type: ignore[method-assign]
 
 
 def start_gated_server(repository: Path, log_path: Path, gate: Path, **settings: str) -> Server:
