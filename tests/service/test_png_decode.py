@@ -1,5 +1,5 @@
-"""PNG decoding: the 8-bit PNGs OpenCV decodes give Pillow's pixels exactly; every other PNG, and every PNG OpenCV
-cannot decode, is Pillow's, with Pillow's explanation and nothing from OpenCV in the log."""
+"""PNG decoding: small plain PNGs (``service/png_plain.py``) decode with OpenCV to Pillow's pixels exactly; every
+other PNG, damaged ones included, is Pillow's, with Pillow's answer, and libpng never writes to the log."""
 
 from __future__ import annotations
 
@@ -36,9 +36,22 @@ def _chunks(*names: bytes) -> PngImagePlugin.PngInfo:
     return info
 
 
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+
 def _pillow(data: bytes, mode: str) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as image:
         return np.asarray(image.convert(mode)).reshape(image.height, image.width, -1)
+
+
+def _split_idat(data: bytes, parts: int) -> bytes:
+    """The same PNG with its pixel stream spread over ``parts`` IDAT chunks, as larger encoders write it."""
+    at = data.index(b"IDAT") - 4
+    length = int.from_bytes(data[at : at + 4], "big")
+    stream, step = data[at + 8 : at + 8 + length], -(-length // parts)
+    chunks = b"".join(_chunk(b"IDAT", stream[i : i + step]) for i in range(0, length, step))
+    return data[:at] + chunks + data[at + 12 + length :]
 
 
 #: (PNG, mode) that OpenCV decodes: small plain PNGs already in the mode.
@@ -46,7 +59,8 @@ OPENCV = {
     "grey": (_png(_GREY, "L"), "L"),
     "1x1 grey": (_png(_GREY[:1, :1], "L"), "L"),
     "RGB": (_png(_RGB, "RGB"), "RGB"),
-    "grey, one pixel chunk per row": (_png(_GREY, "L", compress_level=0), "L"),
+    "grey, stored uncompressed": (_png(_GREY, "L", compress_level=0), "L"),
+    "grey, pixel stream in three IDAT chunks": (_split_idat(_png(_GREY, "L"), 3), "L"),
 }
 #: (PNG, mode) that Pillow decodes and converts.
 PILLOW = {
@@ -82,10 +96,6 @@ def test_every_other_png_is_pillows_and_libpng_says_nothing(name: str, capfd: py
     assert image.mode == mode
     np.testing.assert_array_equal(np.asarray(image).reshape(image.height, image.width, -1), _pillow(data, mode))
     assert capfd.readouterr() == ("", "")
-
-
-def _chunk(kind: bytes, body: bytes) -> bytes:
-    return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
 
 
 def _rebuilt(data: bytes, stream: bytes | None = None, crc_ok: bool = True, after: bytes = b"") -> bytes:
