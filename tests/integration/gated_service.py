@@ -12,40 +12,31 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
-import numpy.typing as npt
 import pytest
+from runner_gate import gated_runs
 
 from bench.servers import Server, start
 from service.__main__ import main
 from service.runtime import ModelRunner
 
 HERE = Path(__file__).resolve().parent
-Inputs = Mapping[str, npt.NDArray[Any]]
-RunMethod = Callable[[ModelRunner, int, Inputs], dict[str, npt.NDArray[Any]]]
 HOLD_LIMIT_S = 30.0
 
 
 def install_gate(gate: Path) -> None:
-    """Make ``ModelRunner.__call__`` and ``ModelRunner.run_lone`` (the batcher's two ways to run a batch on a worker
-    thread) wait while ``gate`` exists."""
+    """Make every batch run on a worker thread (``runner_gate.THREADED_RUNS``) wait while ``gate`` exists."""
 
-    def gated(real: RunMethod) -> RunMethod:
-        def wait_then_run(self: ModelRunner, instance: int, inputs: Inputs) -> dict[str, npt.NDArray[Any]]:
-            deadline = time.monotonic() + HOLD_LIMIT_S
-            while gate.exists():
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"a batch was held at the model gate {gate} for {HOLD_LIMIT_S} s")
-                time.sleep(0.002)
-            return real(self, instance, inputs)
+    def wait() -> None:
+        deadline = time.monotonic() + HOLD_LIMIT_S
+        while gate.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"a batch was held at the model gate {gate} for {HOLD_LIMIT_S} s")
+            time.sleep(0.002)
 
-        return wait_then_run
-
-    ModelRunner.__call__ = gated(ModelRunner.__call__)  # type: ignore[method-assign]
-    ModelRunner.run_lone = gated(ModelRunner.run_lone)  # type: ignore[method-assign]
+    for name, run in gated_runs(wait).items():
+        setattr(ModelRunner, name, run)
 
 
 def start_gated_server(repository: Path, log_path: Path, gate: Path, **settings: str) -> Server:

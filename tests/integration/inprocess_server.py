@@ -2,8 +2,8 @@
 
 Tests that need the service held in one state (a batch running, other requests queued behind it) cannot get it
 from compute time, which depends on the machine. They run the service here instead of in a subprocess, so that
-``ModelGate`` can replace ``ModelRunner.__call__`` and ``run_lone`` (the worker-thread paths every non-inline batch
-takes) with ones that wait while the gate is closed: a batch stays "running" exactly as long as the test wants.
+``ModelGate`` can put a wait in front of the worker-thread paths every non-inline batch takes
+(``runner_gate.py``), held while the gate is closed: a batch stays "running" exactly as long as the test wants.
 Give the server ``inline_batch_us=0`` so that no batch runs on the event loop, around the gate.
 
 The server is uvicorn on uvloop with the service's own httptools protocol, as ``python -m service`` runs it, on a
@@ -17,14 +17,14 @@ import asyncio
 import gc
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
-import numpy.typing as npt
 import pytest
 import uvicorn
+from runner_gate import gated_runs
 
 from service.http_drain import protocol_factory
 from service.http_limits import HttpLimits
@@ -43,7 +43,7 @@ REQUEST_TIMEOUT_S = 30.0
 
 
 class ModelGate:
-    """Holds every batch in ``ModelRunner.__call__`` and ``run_lone`` while closed; open unless a test closes it.
+    """Holds every batch run on a worker thread while closed; open unless a test closes it.
 
     ``install`` patches the class, so it gates every runner of the process, including ones already serving.
     A batch held longer than ``HOLD_LIMIT_S`` fails with an error (its requests answer 500) and is recorded in
@@ -59,19 +59,10 @@ class ModelGate:
         self._held = 0
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """Put the gate in front of ``ModelRunner.__call__`` and ``ModelRunner.run_lone``, the batcher's two ways to
-        run a batch on a worker thread (undone with ``monkeypatch``)."""
-        for name in ("__call__", "run_lone"):
-            monkeypatch.setattr(ModelRunner, name, self._gated(getattr(ModelRunner, name)))
-
-    def _gated(self, real: Callable[..., dict[str, npt.NDArray[Any]]]) -> Callable[..., dict[str, npt.NDArray[Any]]]:
-        def gated(
-            runner: ModelRunner, instance: int, inputs: Mapping[str, npt.NDArray[Any]]
-        ) -> dict[str, npt.NDArray[Any]]:
-            self._pass()
-            return real(runner, instance, inputs)
-
-        return gated
+        """Put the gate in front of every worker-thread batch run (``runner_gate.THREADED_RUNS``), undone with
+        ``monkeypatch``."""
+        for name, run in gated_runs(self._pass).items():
+            monkeypatch.setattr(ModelRunner, name, run)
 
     @property
     def held(self) -> int:
