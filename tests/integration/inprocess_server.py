@@ -7,8 +7,9 @@ from compute time, which depends on the machine. They run the service here inste
 Give the server ``inline_batch_us=0`` so that no batch runs on the event loop, around the gate.
 
 The server is uvicorn on uvloop with the service's own httptools protocol, as ``python -m service`` runs it, on a
-port the OS picks when it binds (no free-port race). It is ready once its lifespan has loaded the models and
-``/v2/health/ready`` answers 200; stopping sets ``should_exit`` and joins the thread, both within bounded times.
+port the OS picks when it binds (no free-port race); gRPC is off unless the settings name its port. It is ready
+once its lifespan has loaded the models and ``/v2/health/ready`` answers 200; stopping sets ``should_exit`` and
+joins the thread, both within bounded times.
 """
 
 from __future__ import annotations
@@ -104,6 +105,8 @@ class InProcessServer:
     """``create_app(settings)`` under a real uvicorn, on its own event loop in a background thread."""
 
     def __init__(self, settings: Settings) -> None:
+        if "grpc_port" not in settings.model_fields_set:  # the default, 8001, is a fixed port another server may hold
+            settings = settings.model_copy(update={"grpc_port": 0})
         config = uvicorn.Config(
             create_app(settings),
             host="127.0.0.1",
