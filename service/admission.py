@@ -77,11 +77,17 @@ class InflightLimit:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.inflight = 0
+        #: Called when the last request in flight has been answered (the app's lifespan sets ``IdlePoll.start``).
+        self.on_idle: Callable[[], None] | None = None
 
     @property
     def full(self) -> bool:
         """Whether a request arriving now would be refused."""
         return bool(self.limit) and self.inflight >= self.limit
+
+    def busy(self) -> bool:
+        """Whether any request is in flight."""
+        return self.inflight > 0
 
     def admit(self) -> bool:
         """Count the request in and say yes, or say no and count nothing."""
@@ -93,6 +99,8 @@ class InflightLimit:
     def release(self) -> None:
         """An admitted request has been answered (or failed, or its client left)."""
         self.inflight -= 1
+        if not self.inflight and self.on_idle is not None:
+            self.on_idle()
 
 
 def small_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:

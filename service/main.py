@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +25,7 @@ from service.dataplane import DataPlane
 from service.errors import install_error_handlers
 from service.grpc_api.server import GrpcServer
 from service.http_server import DRAIN_KEY
+from service.idle_poll import IdlePoll
 from service.image_decode import configure_pillow
 from service.logs import configure_logging
 from service.metrics import Metrics
@@ -89,6 +91,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await models.load_startup()
             if grpc_server is not None:
                 await grpc_server.start()
+            if settings.idle_poll_us:
+                idle_poll = IdlePoll(asyncio.get_running_loop(), settings.idle_poll_us / 1e6, admission.policy.busy)
+                admission.policy.on_idle = idle_poll.start
             readiness.set(True)
             logger.info(
                 "ready: serving %s from %s", sorted({m.config.name for m in models.served()}), models.repository
@@ -96,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield {STATE_KEY: admission, DRAIN_KEY: drain}
         finally:
             readiness.set(False)
+            admission.policy.on_idle = None
             if grpc_server is not None:
                 await grpc_server.stop()
             if poller is not None:

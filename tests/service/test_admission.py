@@ -151,3 +151,15 @@ async def test_the_app_publishes_its_admission_for_the_front_door(tiny_repositor
         admission.policy.release()
     assert 'cnnserve_requests_total{model="(server)",outcome="rejected",reason="overloaded"} 1.0' in scrape
     assert "cnnserve_server_inflight_requests 1.0" in scrape
+
+
+@pytest.mark.parametrize("idle_poll_us", [0, 200])
+async def test_the_app_polls_when_idle_only_while_it_runs_and_only_if_set(
+    tiny_repository: Callable[..., Path], idle_poll_us: int
+) -> None:
+    """The lifespan hands the policy the event loop's idle poll (``service.idle_poll``), and takes it back."""
+    app = create_app(Settings(repository_path=tiny_repository(), preprocess_threads=1, idle_poll_us=idle_poll_us))
+    async with app.router.lifespan_context(app) as published:
+        policy = (published or {})[STATE_KEY].policy
+        assert (policy.on_idle is not None) == bool(idle_poll_us)
+    assert policy.on_idle is None
