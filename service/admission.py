@@ -19,6 +19,7 @@ import itertools
 import logging
 import os
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -67,6 +68,14 @@ def client_request_id(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
     return next((value for name, value in headers if name == b"x-request-id"), b"")
 
 
+class InflightWatcher(Protocol):
+    """Told when a server process gets its first request in flight, and when it has answered its last."""
+
+    def busy(self) -> None: ...
+
+    def idle(self) -> None: ...
+
+
 class InflightLimit:
     """The admission policy: at most ``limit`` requests in flight; the caller releases each admitted one.
 
@@ -77,30 +86,30 @@ class InflightLimit:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.inflight = 0
-        #: Called when the last request in flight has been answered (the app's lifespan sets ``IdlePoll.start``).
-        self.on_idle: Callable[[], None] | None = None
+        #: Told when the count leaves zero and when it returns to it (the app's lifespan adds them).
+        self.watchers: list[InflightWatcher] = []
 
     @property
     def full(self) -> bool:
         """Whether a request arriving now would be refused."""
         return bool(self.limit) and self.inflight >= self.limit
 
-    def busy(self) -> bool:
-        """Whether any request is in flight."""
-        return self.inflight > 0
-
     def admit(self) -> bool:
         """Count the request in and say yes, or say no and count nothing."""
         if self.full:
             return False
         self.inflight += 1
+        if self.inflight == 1:
+            for watcher in self.watchers:
+                watcher.busy()
         return True
 
     def release(self) -> None:
         """An admitted request has been answered (or failed, or its client left)."""
         self.inflight -= 1
-        if not self.inflight and self.on_idle is not None:
-            self.on_idle()
+        if not self.inflight:
+            for watcher in self.watchers:
+                watcher.idle()
 
 
 def small_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:

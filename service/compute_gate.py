@@ -3,12 +3,13 @@
 Worker processes exist for the Python side (HTTP, JSON, images), which one interpreter cannot spread over several
 cores, so each worker's sessions get its share of the cores (one ORT thread each on two cores with two workers).
 Under load that is right: the workers' batches run side by side. A lone request, though, then runs at half speed
-or worse: ResNet-18 answered 26 requests/s at concurrency 1 with two workers, 49 with one. So a slower CPU model
-in a multi-worker server also gets a solo session per instance with every core (``ModelLoader``), used for a lone
-request of one row only (``ModelRunner.run_lone``: nothing queued or announced behind it; under load, every core
-for one row starved the decoding of the requests behind it), and those runs pass through this gate: an exclusive
-``flock`` on a file in the workers' private folder (``service/peers.py``), held for the run alone, so two lone
-requests on two workers take turns on all the cores instead of fighting over them.
+or worse: ResNet-18 answered 26 requests/s at concurrency 1 with two workers, 49 with one. So a CPU model in a
+multi-worker server also gets a solo session per instance with every core (``ModelLoader``), used for a lone request
+(``ModelRunner.run_lone``: one request, nothing queued or announced behind it, and the other workers quiet,
+``service/worker_activity.py``; under load, every core for one row starved the decoding of the requests behind
+it), and those runs pass through this gate: an exclusive ``flock`` on a file in the workers' private folder
+(``service/peers.py``), held for the run alone, so two lone requests on two workers take turns on all the cores
+instead of fighting over them.
 
 Inline runs (tiny models, single-threaded sessions, on the event loop) never wait here: an event loop must not
 block on another process.

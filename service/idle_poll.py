@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 class IdlePoll:
     """Keep ``loop`` polling (a callback that re-schedules itself holds its poll timeout at zero) for ``window_s``
-    after each ``start``, until then or until ``busy()``.
+    after each ``idle``, until then or until ``busy``: an ``InflightWatcher`` of the front door's count.
 
     Each turn of a polling loop still reads every socket, so a request that lands is served in that turn.
     """
@@ -29,25 +29,27 @@ class IdlePoll:
         self,
         loop: asyncio.AbstractEventLoop,
         window_s: float,
-        busy: Callable[[], bool],
         clock: Callable[[], float] = time.monotonic,  # uvloop's loop.time() has millisecond steps
     ) -> None:
         self._loop = loop
         self._window_s = window_s
-        self._busy = busy
         self._clock = clock
         self._deadline = 0.0
         self._polling = False
 
-    def start(self) -> None:
+    def idle(self) -> None:
         """The process has just gone idle: poll until ``window_s`` from now (a poll under way is extended)."""
         self._deadline = self._clock() + self._window_s
         if not self._polling:
             self._polling = True
             self._loop.call_soon(self._turn)
 
+    def busy(self) -> None:
+        """A request is in flight: the poll stops at its next turn."""
+        self._deadline = 0.0
+
     def _turn(self) -> None:
-        if self._busy() or self._clock() >= self._deadline:
+        if self._clock() >= self._deadline:
             self._polling = False
             return
         self._loop.call_soon(self._turn)

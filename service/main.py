@@ -35,6 +35,7 @@ from service.preprocess_fast import configure_opencv
 from service.repository_poll import RepositoryPoller
 from service.runtime import available_cpus, resolved_workers
 from service.settings import Settings
+from service.worker_activity import worker_activity
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +93,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if grpc_server is not None:
                 await grpc_server.start()
             if settings.idle_poll_us:
-                idle_poll = IdlePoll(asyncio.get_running_loop(), settings.idle_poll_us / 1e6, admission.policy.busy)
-                admission.policy.on_idle = idle_poll.start
+                admission.policy.watchers.append(IdlePoll(asyncio.get_running_loop(), settings.idle_poll_us / 1e6))
+            if (activity := worker_activity()) is not None:
+                activity.watch(admission.policy)  # its siblings see it busy, and it sees its own count
             readiness.set(True)
             logger.info(
                 "ready: serving %s from %s", sorted({m.config.name for m in models.served()}), models.repository
@@ -101,7 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield {STATE_KEY: admission, DRAIN_KEY: drain}
         finally:
             readiness.set(False)
-            admission.policy.on_idle = None
+            admission.policy.watchers.clear()
             if grpc_server is not None:
                 await grpc_server.stop()
             if poller is not None:

@@ -152,9 +152,10 @@ class ModelLoader:
         An fp16 graph is refused before any session when the chain offers no GPU provider, and after when the GPU
         provider did not start (``service/precision.py``).
 
-        A CPU model fast enough to run on the event loop also gets single-threaded sessions for those runs. A GPU
-        model never does: its batches wait on the device, which must never hold up the event loop. A slower CPU
-        model in a multi-worker server gets solo sessions with all ``solo_threads`` for lone requests.
+        A CPU model fast enough to run on the event loop also gets single-threaded sessions for those runs, where its
+        sessions have several threads. A GPU model never does: its batches wait on the device, which must never hold
+        up the event loop. In a multi-worker server a CPU model gets solo sessions with all ``solo_threads`` for lone
+        requests, a fast model too: its lone request of 32 rows is not fast.
         """
         providers = choose_providers(config, self.providers)
         refuse_fp16_graph_on_cpu(config, version, short_name(providers[0]))
@@ -171,7 +172,7 @@ class ModelLoader:
             inline, _ = self._sessions(path, config, providers, 1, devices)
             runner = ModelRunner(sessions, config, device, device_ids=devices, inline_sessions=inline)
             runs += runner.warm_up_inline(config)
-        elif not tiny and solo_threads > threads and (gate := cpu_gate()) is not None:
+        elif solo_threads > threads and (gate := cpu_gate()) is not None:
             solo, _ = self._sessions(path, config, providers, solo_threads, devices)
             runner = ModelRunner(sessions, config, device, device_ids=devices, solo_sessions=solo, gate=gate)
             runs += runner.warm_up_solo(config)

@@ -133,9 +133,9 @@ class ModelRunner:
         inline_sessions: One single-threaded CPU session per instance for ``run_inline``. A session with several
             intra-op threads (and spinning off) wakes a sleeping thread on every run, which costs a tiny model
             more than the work it shares: 0.04 ms of a 0.46 ms request here.
-        solo_sessions: One session per instance with every core, for a lone request of one row (``run_lone``), run
-            one at a time across the workers through ``gate`` (``service/compute_gate.py``). Several workers divide
-            the cores, which halves a lone request's speed on two; under load the divided sessions do better.
+        solo_sessions: One session per instance with every core, for a lone request (``run_lone``), run one at a
+            time across the workers through ``gate`` (``service/compute_gate.py``). Several workers divide the
+            cores, which halves a lone request's speed on two; under load the divided sessions do better.
         gate: Held around every run on a solo session.
     """
 
@@ -173,9 +173,9 @@ class ModelRunner:
         return self._run(instance, inputs)
 
     def run_lone(self, instance: int, inputs: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
-        """Run a batch that is all of the model's work in this worker: one row on its solo session, if any. (Rows
-        with company taking every core starved the others' decoding: ResNet-18 REST at 0.58× raw ORT.)"""
-        if self.solo_sessions is not None and next(iter(inputs.values())).shape[0] == 1:
+        """Run a lone request on its solo session, if any (the batcher decides what is lone: one request with
+        nothing queued or announced behind it, while the other workers are quiet)."""
+        if self.solo_sessions is not None:
             with self._gate:
                 return self._outputs(self.solo_sessions[instance], inputs)
         return self._run(instance, inputs)
@@ -217,12 +217,8 @@ class ModelRunner:
         return 0 if self.inline_sessions is None else self._warm(self.run_inline, config)
 
     def warm_up_solo(self, config: ModelConfig) -> int:
-        """A batch of one on every solo session (they run no other size); returns the runs made."""
-        if self.solo_sessions is None:
-            return 0
-        for instance in range(len(self.solo_sessions)):
-            self.run_lone(instance, _zeros(config, 1))
-        return len(self.solo_sessions)
+        """``warm_up`` for the solo sessions (none when there are none)."""
+        return 0 if self.solo_sessions is None else self._warm(self.run_lone, config)
 
     def _warm(self, run: Callable[[int, dict[str, npt.NDArray[Any]]], object], config: ModelConfig) -> int:
         runs = 0

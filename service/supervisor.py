@@ -37,6 +37,7 @@ from uvicorn.server import STARTUP_FAILURE
 
 from service.http_server import run_server
 from service.peers import PEER_DIR_ENV, WORKER_COUNT_ENV
+from service.worker_activity import BUSY_SUFFIX
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ class Supervisor:
             for index, process in enumerate(self._processes):
                 if process.is_alive():
                     continue
-                for leftover in (f"{process.pid}.sock", f"{process.pid}.ready"):
+                for leftover in (f"{process.pid}.sock", f"{process.pid}.ready", f"{process.pid}{BUSY_SUFFIX}"):
                     (Path(peer_dir) / leftover).unlink(missing_ok=True)
                 if process.exitcode == STARTUP_FAILURE:
                     logger.error("worker %d failed to start; stopping the server", process.pid)

@@ -29,9 +29,10 @@ class Batcher:
             them (``ModelRunner.run_inline``); ``run_batch`` by default.
         staging: Buffers the runner reads threaded batches from, to merge requests straight into
             (``ModelRunner.staging``).
-        run_lone: Executes a threaded batch that leaves nothing queued or announced behind it: a lone request,
-            which the runner may give every core (``ModelRunner.run_lone``); ``run_batch`` by default. Under load
-            it is never used, so a lone request's cores are not taken from the requests being decoded meanwhile.
+        run_lone: Executes a lone request (one, with nothing queued or announced behind it) on every core
+            (``ModelRunner.run_lone``), when ``may_spread()`` allows it: the server is otherwise quiet
+            (``WorkerActivity.alone``). Under load neither holds, so a lone request's cores are not taken
+            from the requests being decoded meanwhile.
     """
 
     def __init__(
@@ -43,12 +44,13 @@ class Batcher:
         run_inline: RunBatch | None = None,
         staging: Staging | None = None,
         run_lone: RunBatch | None = None,
+        may_spread: Callable[[], bool] | None = None,
     ) -> None:
         if policy.max_batch_size < 1 or policy.instances < 1 or policy.max_queue_size < 1:
             raise ValueError(f"batch policy for '{name}' needs sizes >= 1, got {policy}")
         self.policy = policy
         self.name = name
-        self._dispatcher = Dispatcher(run_batch, policy, observer, name, run_inline, staging, run_lone)
+        self._dispatcher = Dispatcher(run_batch, policy, observer, name, run_inline, staging, run_lone, may_spread)
         self._queue = RequestQueue(policy, name, self._dispatcher.retry_after_s)
         self._collector: asyncio.Task[None] | None = None
         self._hot = False  # a request took the idle fast path during this event-loop iteration
@@ -100,8 +102,8 @@ class Batcher:
             # iteration do this: a burst's other requests (already scheduled in this iteration) queue and batch.
             self._hot = True
             loop.call_soon(self._cool)
-            self._dispatcher.dispatch([item])  # inline: answered when it returns
-            return item.future.result()
+            self._dispatcher.dispatch([item], lone=True)  # inline (answered when it returns) unless spread out
+            return await item.future
         self._queue.put(item)
         try:
             return await item.future
@@ -124,7 +126,7 @@ class Batcher:
                 continue  # re-check: queued requests may have expired meanwhile
             items = await self._queue.next_batch()
             if items:
-                self._dispatcher.dispatch(items, lone=self._queue.idle)
+                self._dispatcher.dispatch(items, lone=len(items) == 1 and self._queue.idle)
 
     async def stop(self) -> None:
         """Stop taking requests, run everything already queued, wait for running batches, release the threads."""

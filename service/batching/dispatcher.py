@@ -4,6 +4,12 @@ A batch predicted to be fast runs on the event loop itself, skipping the two thr
 a tiny model; anything else runs in the instance's worker thread. Both ways end in ``_complete``: each caller gets
 its slice of the outputs, or, when the batch failed, every caller of that batch gets the exception and nobody
 else does. The cost model (smoothed time per row and per batch) decides inline runs and ``Retry-After``.
+
+A lone request (one request, nothing queued or announced behind it) runs through ``run_lone``, on every core, when
+the runner has that way and ``may_spread()`` says the server is otherwise quiet (``service/worker_activity.py``).
+It then leaves the event loop even if it would be fast enough there, once it is predicted to take
+``LONE_SPREAD_MIN_S`` on one core: 32 rows of a small CNN took 0.79 ms on the loop's single thread, and a lone
+request of that size is worth the hop to two.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -21,6 +28,10 @@ from service.batching.policy import BatchObserver, BatchPolicy, BatchTiming, Run
 from service.batching.queue import Pending
 
 logger = logging.getLogger(__name__)
+
+#: A lone request predicted to take at least this long on one core runs on every core (``run_lone``), not on the
+#: event loop: the two thread hops (about 0.05 ms on this project's VM) are then a fraction of what a second core saves.
+LONE_SPREAD_MIN_S = 250e-6
 
 
 @dataclass(frozen=True)
@@ -61,8 +72,10 @@ class Dispatcher:
         name: Used in thread names and log lines.
         run_inline: Executes the batches run on the event loop, when the runner has a cheaper way for them.
         staging: The runner's staging buffers that threaded batches are merged into, when it has them.
-        run_lone: Executes a threaded batch that is all of the model's work (``dispatch(lone=True)``), when the
-            runner has a faster way for a request with no company (``ModelRunner.run_lone``).
+        run_lone: Executes a lone request's batch (``dispatch(lone=True)``) on every core
+            (``ModelRunner.run_lone``), when the runner has that way.
+        may_spread: Whether a lone request may take every core now (``WorkerActivity.alone``); asked only
+            for a lone request that would gain from it.
     """
 
     def __init__(
@@ -74,9 +87,11 @@ class Dispatcher:
         run_inline: RunBatch | None = None,
         staging: Staging | None = None,
         run_lone: RunBatch | None = None,
+        may_spread: Callable[[], bool] | None = None,
     ) -> None:
         self._run_batch = run_batch
         self._run_lone = run_lone or run_batch
+        self._may_spread = may_spread if run_lone is not None else None
         self._staging = staging
         self._run_inline = run_inline or run_batch
         self._policy = policy
@@ -105,6 +120,15 @@ class Dispatcher:
         cost = self._row_cost_s
         return cost is not None and self._policy.inline_max_s > 0 and rows * cost <= self._policy.inline_max_s
 
+    def _spreads(self, rows: int, inline: bool) -> bool:
+        """Whether a lone request's batch of ``rows`` runs on every core: the runner has that way, the batch would
+        gain from it (one not fast enough for the event loop does), and the server is otherwise quiet."""
+        if self._may_spread is None:
+            return False
+        if inline and rows * (self._row_cost_s or 0.0) < LONE_SPREAD_MIN_S:
+            return False
+        return self._may_spread()
+
     def retry_after_s(self, queued_rows: int) -> int:
         """Seconds until ``queued_rows`` have likely run: batches per instance times the batch time, at least 1."""
         batches = math.ceil(queued_rows / self._policy.max_batch_size) / self._policy.instances
@@ -112,16 +136,18 @@ class Dispatcher:
 
     def dispatch(self, items: list[Pending], lone: bool = False) -> None:
         """Run a batch on a free instance: inline (done when this returns) when predicted fast, else threaded, with
-        ``run_lone`` when ``lone`` (nothing else queued or on its way)."""
+        ``run_lone`` when ``lone`` (one request, nothing else queued or on its way)."""
         instance = self._free.popleft()
         loop = asyncio.get_running_loop()
         now = loop.time()
         waits = tuple(now - item.enqueued for item in items)
         rows = sum(item.rows for item in items)
-        if self.runs_inline(rows):
+        inline = self.runs_inline(rows)
+        spread = lone and self._spreads(rows, inline)
+        if inline and not spread:
             self._complete(instance, items, rows, waits, _execute(self._run_inline, instance, items))
             return
-        run = self._run_lone if lone else self._run_batch
+        run = self._run_lone if spread else self._run_batch
         task = loop.create_task(self._run_threaded(run, instance, items, rows, waits))
         self._running.add(task)
         task.add_done_callback(self._running.discard)

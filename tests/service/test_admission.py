@@ -25,6 +25,7 @@ from service.admission import (
     is_probe,
     small_body,
 )
+from service.idle_poll import IdlePoll
 from service.main import create_app
 from service.metrics import Metrics
 from service.settings import Settings
@@ -157,9 +158,10 @@ async def test_the_app_publishes_its_admission_for_the_front_door(tiny_repositor
 async def test_the_app_polls_when_idle_only_while_it_runs_and_only_if_set(
     tiny_repository: Callable[..., Path], idle_poll_us: int
 ) -> None:
-    """The lifespan hands the policy the event loop's idle poll (``service.idle_poll``), and takes it back."""
+    """The lifespan hands the policy the event loop's idle poll (``service.idle_poll``), and takes it back. (A
+    single-process app has no sibling workers to tell: ``service.compute_gate``'s watcher is not added.)"""
     app = create_app(Settings(repository_path=tiny_repository(), preprocess_threads=1, idle_poll_us=idle_poll_us))
     async with app.router.lifespan_context(app) as published:
         policy = (published or {})[STATE_KEY].policy
-        assert (policy.on_idle is not None) == bool(idle_poll_us)
-    assert policy.on_idle is None
+        assert [type(watcher) for watcher in policy.watchers] == ([IdlePoll] if idle_poll_us else [])
+    assert policy.watchers == []

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from service.batching import dispatcher as dispatcher_module
 from service.batching import queue as queue_module
 from service.batching.batcher import Batcher
 from service.batching.errors import BatcherStopped, BatchTooLarge, ClientGone, DeadlineExpired, QueueFull
@@ -61,6 +62,14 @@ class Recorder:
 
     def on_batch(self, timing: BatchTiming) -> None:
         self.timings.append(timing)
+
+
+def always() -> bool:
+    return True
+
+
+def never() -> bool:
+    return False
 
 
 def request(value: float, rows: int = 1) -> dict[str, Any]:
@@ -450,7 +459,7 @@ async def test_inline_batches_use_run_inline_and_threaded_ones_run_batch() -> No
 
 async def test_a_threaded_batch_with_nothing_behind_it_runs_lone_and_one_with_company_does_not() -> None:
     company, lone = FakeModel(), FakeModel()
-    batcher = Batcher(company, BatchPolicy(max_batch_size=2), Recorder(), "fake", run_lone=lone)
+    batcher = Batcher(company, BatchPolicy(max_batch_size=2), Recorder(), "fake", run_lone=lone, may_spread=always)
     batcher.start()
     await submit(batcher, 1.0)  # nothing queued, nothing announced: lone
     with batcher.announce():  # a request on its way (its body being decoded): company
@@ -467,4 +476,67 @@ async def test_a_threaded_batch_with_nothing_behind_it_runs_lone_and_one_with_co
     await others
     assert lone.rows_run() == [1.0, 3.0, 6.0]  # 6.0 came last, alone
     assert company.rows_run() == [2.0, 4.0, 5.0]  # 4.0 and 5.0 left 6.0 queued behind them
+    await batcher.stop()
+
+
+async def test_two_requests_taken_together_are_company_even_with_nothing_behind_them() -> None:
+    company, lone = FakeModel(), FakeModel()
+    batcher = Batcher(company, BatchPolicy(max_batch_size=4), Recorder(), "fake", run_lone=lone, may_spread=always)
+    batcher.start()
+    lone.gate.clear()  # hold the first request's lone batch while two more queue behind it
+    first = asyncio.ensure_future(submit(batcher, 1.0))
+    await lone.wait_running()
+    pair = asyncio.gather(submit(batcher, 2.0), submit(batcher, 3.0))
+    while batcher.queued < 2:
+        await asyncio.sleep(0)
+    lone.gate.set()
+    await first
+    await pair
+    assert lone.rows_run() == [1.0]
+    assert company.rows_run() == [2.0, 3.0]  # one batch, nothing behind it, but two requests: not lone
+    await batcher.stop()
+
+
+async def test_a_lone_request_worth_every_core_leaves_the_event_loop_for_run_lone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    company, inline, lone = FakeModel(), FakeModel(), FakeModel()
+    asked: list[bool] = []
+
+    def siblings_idle() -> bool:
+        asked.append(True)
+        return True
+
+    policy = BatchPolicy(max_batch_size=8, inline_max_s=1.0)  # every batch here is predicted fast enough to inline
+    batcher = Batcher(company, policy, Recorder(), "fake", run_inline=inline, run_lone=lone, may_spread=siblings_idle)
+    batcher.start()
+    await submit(batcher, 1.0)  # no cost known yet: a worker thread, and lone
+    assert len(asked) == 1
+    monkeypatch.setattr(dispatcher_module, "LONE_SPREAD_MIN_S", 10.0)  # no lone request is worth the hop
+    await submit(batcher, 2.0, rows=4)
+    assert len(asked) == 1  # not even asked: the other workers are none of a fast request's business
+    monkeypatch.setattr(dispatcher_module, "LONE_SPREAD_MIN_S", 0.0)  # every lone request is
+    await submit(batcher, 3.0, rows=4)
+    assert len(asked) == 2
+    assert inline.rows_run() == [2.0] * 4
+    assert inline.threads == [threading.current_thread().name]
+    assert lone.rows_run() == [1.0] + [3.0] * 4
+    assert threading.current_thread().name not in lone.threads
+    assert company.rows_run() == []
+    await batcher.stop()
+
+
+async def test_a_lone_request_stays_on_its_share_while_another_worker_is_busy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    company, inline, lone = FakeModel(), FakeModel(), FakeModel()
+    policy = BatchPolicy(max_batch_size=8, inline_max_s=1.0)
+    batcher = Batcher(company, policy, Recorder(), "fake", run_inline=inline, run_lone=lone, may_spread=never)
+    batcher.start()
+    await submit(batcher, 1.0)  # no cost known yet: a worker thread, on this worker's share of the cores
+    monkeypatch.setattr(dispatcher_module, "LONE_SPREAD_MIN_S", 0.0)
+    await submit(batcher, 2.0, rows=4)  # worth every core, but they are in use: the event loop, as without a sibling
+    assert company.rows_run() == [1.0]
+    assert inline.rows_run() == [2.0] * 4
+    assert lone.rows_run() == []
     await batcher.stop()

@@ -86,8 +86,8 @@ def test_only_a_multi_worker_server_has_a_gate(tmp_path: Path, monkeypatch: pyte
         compute_gate.cpu_gate.cache_clear()
 
 
-def test_lone_rows_run_on_the_solo_session_through_the_gate_and_nothing_else_waits(tmp_path: Path) -> None:
-    # ``run_lone`` is what the batcher calls for a batch with nothing queued or announced behind it.
+def test_lone_requests_run_on_the_solo_session_through_the_gate_and_nothing_else_waits(tmp_path: Path) -> None:
+    # ``run_lone`` is what the batcher calls for one request with nothing queued or announced behind it, any rows.
     path = tmp_path / LOCK_NAME
     model = tiny_model_bytes()
     config = model_config_from_dict(tiny_config("tiny", model))
@@ -112,11 +112,12 @@ def test_lone_rows_run_on_the_solo_session_through_the_gate_and_nothing_else_wai
     assert Watching.seen == [True]
     np.testing.assert_allclose(runner(0, {"input": one})["logits"], expected[:1], rtol=1e-6)  # a row with company
     assert Watching.seen == [True]  # ran on the divided session, not through the gate
-    assert runner.warm_up_solo(config) == 1
+    np.testing.assert_allclose(runner.run_lone(0, {"input": two})["logits"], expected, rtol=1e-6)  # two rows, lone
     assert Watching.seen == [True, True]
+    assert runner.warm_up_solo(config) == len(runner.buckets)  # every batch bucket, through the gate
+    assert Watching.seen == [True] * (2 + len(runner.buckets))
     sibling = ComputeGate(path)
     with sibling:  # another worker's lone request is running: batches and inline runs must still go ahead at once
         np.testing.assert_allclose(runner(0, {"input": two})["logits"], expected, rtol=1e-6)
-        np.testing.assert_allclose(runner.run_lone(0, {"input": two})["logits"], expected, rtol=1e-6)
         np.testing.assert_allclose(runner.run_inline(0, {"input": two})["logits"], expected, rtol=1e-6)
-    assert Watching.seen == [True, True]
+    assert Watching.seen == [True] * (2 + len(runner.buckets))

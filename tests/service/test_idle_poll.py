@@ -16,19 +16,15 @@ TURNS = 5
 
 
 class Probe:
-    """A clock the test moves by hand, which counts the poll's turns (each reads it once), and the ``busy`` flag."""
+    """A clock the test moves by hand, which counts the poll's turns (each reads it once)."""
 
     def __init__(self) -> None:
         self.now = 0.0
         self.turns = 0
-        self.in_flight = False
 
     def clock(self) -> float:
         self.turns += 1
         return self.now
-
-    def busy(self) -> bool:
-        return self.in_flight
 
 
 async def loop_turns(count: int) -> None:
@@ -37,12 +33,12 @@ async def loop_turns(count: int) -> None:
 
 
 def poll_with(probe: Probe) -> IdlePoll:
-    return IdlePoll(asyncio.get_running_loop(), WINDOW_S, probe.busy, clock=probe.clock)
+    return IdlePoll(asyncio.get_running_loop(), WINDOW_S, clock=probe.clock)
 
 
 async def test_the_loop_polls_every_turn_until_the_window_ends_then_stops() -> None:
     probe = Probe()
-    poll_with(probe).start()
+    poll_with(probe).idle()
     await loop_turns(TURNS)
     assert TURNS <= probe.turns <= TURNS + 1  # one turn of the poll per turn of the loop: it never slept
     probe.now = WINDOW_S  # the window is over
@@ -54,9 +50,10 @@ async def test_the_loop_polls_every_turn_until_the_window_ends_then_stops() -> N
 
 async def test_a_request_in_flight_stops_the_poll_at_its_next_turn() -> None:
     probe = Probe()
-    poll_with(probe).start()
+    poll = poll_with(probe)
+    poll.idle()
     await loop_turns(2)
-    probe.in_flight = True
+    poll.busy()
     await loop_turns(1)
     stopped_at = probe.turns
     await loop_turns(TURNS)
@@ -67,10 +64,10 @@ async def test_a_request_in_flight_stops_the_poll_at_its_next_turn() -> None:
 async def test_going_idle_again_while_polling_extends_the_window_without_a_second_poll() -> None:
     probe = Probe()
     poll = poll_with(probe)
-    poll.start()
+    poll.idle()
     await loop_turns(1)
     probe.now = WINDOW_S * 0.9
-    poll.start()  # idle again: the window now ends at 1.9 x WINDOW_S
+    poll.idle()  # idle again: the window now ends at 1.9 x WINDOW_S
     before = probe.turns
     probe.now = WINDOW_S * 1.5  # past the first window, inside the second
     await loop_turns(TURNS)
@@ -85,24 +82,38 @@ async def test_going_idle_again_while_polling_extends_the_window_without_a_secon
 async def test_a_poll_that_stopped_starts_again_on_the_next_idle() -> None:
     probe = Probe()
     poll = poll_with(probe)
-    poll.start()
+    poll.idle()
     probe.now = WINDOW_S
     await loop_turns(2)
     stopped_at = probe.turns
-    poll.start()
+    poll.idle()
     await loop_turns(TURNS)
     assert probe.turns - stopped_at >= TURNS
 
 
-def test_the_policy_reports_idle_when_its_last_request_is_answered_only() -> None:
-    policy = InflightLimit(0)
-    idles: list[int] = []
-    policy.on_idle = lambda: idles.append(policy.inflight)
+class Watcher:
+    """An ``InflightWatcher`` noting what it was told, with the count at that moment."""
+
+    def __init__(self, policy: InflightLimit) -> None:
+        self.policy = policy
+        self.told: list[tuple[str, int]] = []
+
+    def busy(self) -> None:
+        self.told.append(("busy", self.policy.inflight))
+
+    def idle(self) -> None:
+        self.told.append(("idle", self.policy.inflight))
+
+
+def test_the_policy_tells_its_watchers_when_its_count_leaves_zero_and_returns_only() -> None:
+    policy = InflightLimit(2)
+    watchers = [Watcher(policy), Watcher(policy)]
+    policy.watchers.extend(watchers)
     assert policy.admit()
     assert policy.admit()
-    assert policy.busy()
+    assert not policy.admit()  # refused: counts nothing, tells nobody
     policy.release()
-    assert idles == []
     policy.release()
-    assert idles == [0]
-    assert not policy.busy()
+    assert policy.admit()
+    for watcher in watchers:
+        assert watcher.told == [("busy", 1), ("idle", 0), ("busy", 1)]
