@@ -114,10 +114,10 @@ def test_lone_requests_run_on_the_solo_session_through_the_gate_and_nothing_else
     assert Watching.seen == [True]  # ran on the divided session, not through the gate
     np.testing.assert_allclose(runner.run_lone(0, {"input": two})["logits"], expected, rtol=1e-6)  # two rows, lone
     assert Watching.seen == [True, True]
-    assert runner.warm_up_solo(config) == len(runner.buckets)  # every batch bucket, through the gate
-    assert Watching.seen == [True] * (2 + len(runner.buckets))
+    assert runner.warm_up_solo(config) == 1  # through the gate
+    assert Watching.seen == [True] * 3
     sibling = ComputeGate(path)
     with sibling:  # another worker's lone request is running: batches and inline runs must still go ahead at once
         np.testing.assert_allclose(runner(0, {"input": two})["logits"], expected, rtol=1e-6)
         np.testing.assert_allclose(runner.run_inline(0, {"input": two})["logits"], expected, rtol=1e-6)
-    assert Watching.seen == [True] * (2 + len(runner.buckets))
+    assert Watching.seen == [True] * 3
