@@ -32,6 +32,14 @@ async def loop_turns(count: int) -> None:
         await asyncio.sleep(0)
 
 
+async def stopped(probe: Probe) -> bool:
+    """Whether the poll stops within one more loop turn: no turns of it in the next ``TURNS``."""
+    await loop_turns(1)
+    stopped_at = probe.turns
+    await loop_turns(TURNS)
+    return probe.turns == stopped_at
+
+
 def poll_with(probe: Probe) -> IdlePoll:
     return IdlePoll(asyncio.get_running_loop(), WINDOW_S, clock=probe.clock)
 
@@ -42,10 +50,7 @@ async def test_the_loop_polls_every_turn_until_the_window_ends_then_stops() -> N
     await loop_turns(TURNS)
     assert TURNS <= probe.turns <= TURNS + 1  # one turn of the poll per turn of the loop: it never slept
     probe.now = WINDOW_S  # the window is over
-    await loop_turns(1)
-    stopped_at = probe.turns
-    await loop_turns(TURNS)
-    assert probe.turns == stopped_at
+    assert await stopped(probe)
 
 
 async def test_a_request_in_flight_stops_the_poll_at_its_next_turn() -> None:
@@ -54,10 +59,7 @@ async def test_a_request_in_flight_stops_the_poll_at_its_next_turn() -> None:
     poll.idle()
     await loop_turns(2)
     poll.busy()
-    await loop_turns(1)
-    stopped_at = probe.turns
-    await loop_turns(TURNS)
-    assert probe.turns == stopped_at
+    assert await stopped(probe)
     assert probe.now < WINDOW_S  # stopped by the request, not by the clock
 
 
@@ -73,10 +75,7 @@ async def test_going_idle_again_while_polling_extends_the_window_without_a_secon
     await loop_turns(TURNS)
     assert TURNS <= probe.turns - before <= TURNS + 1  # still polling, and once per turn
     probe.now = WINDOW_S * 2
-    await loop_turns(1)
-    stopped_at = probe.turns
-    await loop_turns(TURNS)
-    assert probe.turns == stopped_at
+    assert await stopped(probe)
 
 
 async def test_a_poll_that_stopped_starts_again_on_the_next_idle() -> None:
