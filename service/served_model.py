@@ -84,7 +84,7 @@ def start_serving(loaded: LoadedModel, metrics: Metrics, inline_batch_us: int) -
     config = loaded.config
     policy = batch_policy(config, loaded.runner.device, inline_batch_us)
     activity = worker_activity()  # a lone request runs on every core only while the whole server is quiet
-    spreads = loaded.runner.solo_sessions is not None and activity is not None
+    alone = activity.alone if activity is not None and loaded.runner.solo_sessions is not None else None
     batcher: Batcher  # bound below; the gauge reads it only at scrape time
     model_metrics = metrics.add_model(config.name, loaded.version, lambda: batcher.queued)
     batcher = Batcher(
@@ -94,8 +94,8 @@ def start_serving(loaded: LoadedModel, metrics: Metrics, inline_batch_us: int) -
         name=config.name,
         run_inline=loaded.runner.run_inline,
         staging=loaded.runner.staging,
-        run_lone=loaded.runner.run_lone if spreads else None,
-        may_spread=activity.alone if spreads and activity is not None else None,
+        run_lone=loaded.runner.run_lone if alone is not None else None,
+        may_spread=alone,
     )
     batcher.start()
     transform = ImageTransform.from_config(config.preprocessing) if config.preprocessing else None
