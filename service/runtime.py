@@ -217,14 +217,11 @@ class ModelRunner:
         return 0 if self.inline_sessions is None else self._warm(self.run_inline, config)
 
     def warm_up_solo(self, config: ModelConfig) -> int:
-        """A batch of one on every solo session; returns the runs made. A first run of another size costs a CPU
-        session little, and warming every bucket would keep the largest batch's activations in each solo session's
-        arena for good (ResNet-18: 150 MiB more per worker)."""
-        if self.solo_sessions is None:
-            return 0
-        for instance in range(len(self.solo_sessions)):
+        """A batch of one on every solo session; returns the runs made. Every bucket would keep batch 32's
+        activations in the arena for good (ResNet-18: 150 MiB per worker); another size's first run costs little."""
+        for instance in range(len(self.solo_sessions or ())):
             self.run_lone(instance, _zeros(config, 1))
-        return len(self.solo_sessions)
+        return len(self.solo_sessions or ())
 
     def _warm(self, run: Callable[[int, dict[str, npt.NDArray[Any]]], object], config: ModelConfig) -> int:
         runs = 0
