@@ -174,7 +174,7 @@ class ModelRunner:
 
     def run_lone(self, instance: int, inputs: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
         """Run a lone request on its solo session, if any (the batcher decides what is lone: one request with
-        nothing queued or announced behind it, while the other workers are quiet)."""
+        nothing queued or announced behind it, while the server is otherwise quiet)."""
         if self.solo_sessions is not None:
             with self._gate:
                 return self._outputs(self.solo_sessions[instance], inputs)
