@@ -173,12 +173,11 @@ class ModelRunner:
         return self._run(instance, inputs)
 
     def run_lone(self, instance: int, inputs: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
-        """Run a lone request on its solo session, if any (the batcher decides what is lone: one request with
-        nothing queued or announced behind it, while the server is otherwise quiet)."""
-        if self.solo_sessions is not None:
-            with self._gate:
-                return self._outputs(self.solo_sessions[instance], inputs)
-        return self._run(instance, inputs)
+        """Run a lone request on its solo session (the batcher has this way only where there are solo sessions, and
+        decides what is lone: one request, nothing queued or announced, the server otherwise quiet)."""
+        assert self.solo_sessions is not None, "run_lone needs solo sessions"
+        with self._gate:
+            return self._outputs(self.solo_sessions[instance], inputs)
 
     def _run(self, instance: int, inputs: Mapping[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
         if self._bound:

@@ -14,8 +14,8 @@ import numpy.typing as npt
 from service.runtime import ModelRunner
 
 RunMethod = Callable[[ModelRunner, int, Mapping[str, npt.NDArray[Any]]], dict[str, npt.NDArray[Any]]]
-#: The ``ModelRunner`` methods the batcher runs threaded batches through: ``run_batch``, and ``run_lone`` for a batch
-#: with nothing behind it.
+#: The ``ModelRunner`` methods the batcher runs threaded batches through: ``run_batch``, and ``run_lone`` for a lone
+#: request.
 THREADED_RUNS = ("__call__", "run_lone")
 
 
