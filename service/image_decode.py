@@ -19,9 +19,7 @@ from service import png_plain
 from service.png_plain import Pixels
 
 _JPEG_MAGIC = b"\xff\xd8"
-#: A PNG's signature and, at byte 12, its first chunk's type: IHDR, which holds the width and height (big-endian).
 _PNG_MAGIC = png_plain.SIGNATURE
-_PNG_IHDR = b"IHDR"
 _CHANNELS = {"L": 1, "RGB": 3}
 #: A TIFF decodes a tile at a time, into a buffer the size of the tile the file declares whatever the image's size
 #: (a 150-byte 1x1 TIFF declaring one 65536x16384 deflate tile took 1 GiB): a tile may hold the image's pixels or 1 M.
@@ -167,8 +165,8 @@ def _decode_with_pillow(data: bytes, mode: str, max_pixels: int) -> Image.Image:
 
 def declared_pixels(data: bytes) -> int | None:
     """The pixel count an image's header declares, read without decoding; None when there is no readable header."""
-    if data[:8] == _PNG_MAGIC and data[12:16] == _PNG_IHDR and len(data) >= 24:  # read where Pillow reads it
-        return int.from_bytes(data[16:20], "big") * int.from_bytes(data[20:24], "big")
+    if (sides := png_plain.size(data)) is not None:
+        return sides[0] * sides[1]
     try:
         if data[:2] == _JPEG_MAGIC:
             height, width, _, _ = simplejpeg.decode_jpeg_header(data)

@@ -31,15 +31,23 @@ _LAST_FILTER = 4  # Paeth
 Pixels = npt.NDArray[np.uint8]
 
 
+def size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` from a PNG's IHDR, read where Pillow reads it; None when ``data`` has no such header."""
+    if data[:8] != SIGNATURE or data[12:16] != b"IHDR" or len(data) < 24:
+        return None
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
 def header(data: bytes) -> tuple[int, int, int] | None:
     """``(width, height, channels)`` of a PNG whose IHDR says 8-bit grey or RGB, standard compression and
     filtering, no interlacing, sides up to ``PLAIN_MAX_SIDE``; None for any other."""
-    if len(data) < 33 or data[:8] != SIGNATURE or data[8:16] != b"\x00\x00\x00\x0dIHDR":
+    sides = size(data)
+    if sides is None or len(data) < 33 or data[8:12] != b"\x00\x00\x00\x0d":  # IHDR's length: 13
         return None
     depth, colour, compression, filtering, interlace = data[24:29]
     if depth != 8 or colour not in _CHANNELS or compression or filtering or interlace:
         return None
-    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    width, height = sides
     plain = 0 < width <= PLAIN_MAX_SIDE and 0 < height <= PLAIN_MAX_SIDE
     return (width, height, _CHANNELS[colour]) if plain else None
 
