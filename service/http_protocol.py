@@ -8,7 +8,9 @@ Below the ASGI app, where a request is still bytes, each connection is held to `
 - past ``max_connections`` a new connection is answered 503 ``too_many_connections`` at once, before it is parsed;
 - a response the client does not read may stall ``write_timeout_s`` (nothing of it taken while the send buffer is
   full); then the connection is dropped, and its request's slot with it;
-- every close is staged (``LingeringTransport``), so what a client sent after our last answer never becomes a reset.
+- every close is staged (``LingeringTransport``), so what a client sent after our last answer never becomes a reset;
+- in a server of several workers, a new client connection goes to the worker with the fewest, before it is read
+  (``service/connection_balance.py``).
 
 Admission (429 ``overloaded`` past the app's in-flight bound) is the subclass in ``service/http_admission.py``, and
 the drain on SIGTERM the one in ``service/http_drain.py``.
@@ -24,6 +26,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from service.connection_balance import ConnectionBalance, connection_balance
 from service.http_limits import HttpLimits, Phase
 from service.http_transport import LINGER_S, LingeringTransport
 
@@ -32,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 class HttpProtocol(HttpToolsProtocol):
     """uvicorn's ``HttpToolsProtocol`` with the limits described in the module docstring."""
+
+    _handed_over = False  # a sibling worker took the connection before it was read: nothing here to do for it
+    _balance: ConnectionBalance | None = None  # counts this client connection while it is open
 
     def __init__(
         self,
@@ -59,6 +65,12 @@ class HttpProtocol(HttpToolsProtocol):
     # ---- connection ------------------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        balance = connection_balance()
+        if balance is not None and isinstance(transport.get_extra_info("peername"), tuple):  # a client's, over TCP
+            if not balance.opened(transport):
+                self._handed_over = True
+                return
+            self._balance = balance
         super().connection_made(LingeringTransport(transport, self.loop, LINGER_S))
         if len(self.connections) > self.limits.max_connections:
             self.connections.discard(self)  # not counted, not drained: it is answered and closing
@@ -67,6 +79,11 @@ class HttpProtocol(HttpToolsProtocol):
         self._arm_idle(self.timeout_keep_alive)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._handed_over:
+            return
+        if self._balance is not None:
+            self._balance.closed()
+            self._balance = None
         super().connection_lost(exc)
         if self._watchdog is not None:
             self._watchdog.cancel()

@@ -7,7 +7,8 @@ Here the queue is taken in first, so those connections drain like every other (`
 request gets 503 ``shutting_down`` with ``Connection: close``, an idle connection closes after a grace period).
 
 Once started, the server freezes the heap its startup built (``freeze_heap``), so that garbage collection never
-walks it again.
+walks it again; in a server of several workers it then takes connections its siblings hand over
+(``service/connection_balance.py``), until its drain begins.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from types import FrameType
 
 import uvicorn
 from uvicorn.server import STARTUP_FAILURE
+
+from service.connection_balance import connection_balance
 
 
 async def accept_backlog(
@@ -74,21 +77,29 @@ class DrainingServer(uvicorn.Server):
         await super().startup(sockets)
         if not self.should_exit:  # the lifespan (models loaded) and the listeners are up
             freeze_heap()
+            if (balance := connection_balance()) is not None:
+                balance.start(asyncio.get_running_loop(), self._protocol_factory())
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         on_drain = self.lifespan.state.get(DRAIN_KEY)
         if on_drain is not None:
             on_drain()
-        factory = functools.partial(
+        if (balance := connection_balance()) is not None:
+            await balance.stop()  # connections already handed over to this worker are drained with the rest
+        factory = self._protocol_factory()
+        for server in self.servers:
+            for listener in server.sockets:
+                await accept_backlog(listener, factory)  # a TransportSocket has the fileno() it needs
+        await super().shutdown(sockets)
+
+    def _protocol_factory(self) -> Callable[[], asyncio.Protocol]:
+        """What the listeners make each accepted connection's protocol with."""
+        return functools.partial(
             self.config.http_protocol_class,  # type: ignore[call-arg]
             config=self.config,
             server_state=self.server_state,
             app_state=self.lifespan.state,
         )
-        for server in self.servers:
-            for listener in server.sockets:
-                await accept_backlog(listener, factory)  # a TransportSocket has the fileno() it needs
-        await super().shutdown(sockets)
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:

@@ -24,6 +24,14 @@ PEER_TIMEOUT_S = 10.0
 PEER_LOAD_TIMEOUT_S = 600.0
 
 
+def worker_folder() -> Path | None:
+    """The workers' private folder when this process is one worker of several, else None."""
+    directory = os.environ.get(PEER_DIR_ENV)
+    if not directory or int(os.environ.get(WORKER_COUNT_ENV, "1")) < 2:
+        return None
+    return Path(directory)
+
+
 def from_sibling(server: tuple[str, int | None] | None) -> bool:
     """Whether a connection's local address (ASGI's ``server``) is a Unix socket: a sibling worker's request.
 

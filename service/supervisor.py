@@ -9,8 +9,10 @@ the server: the next would fail the same way.
 Each worker listens on a socket of its own with ``SO_REUSEPORT``, and the kernel spreads new connections over them
 by a hash of their addresses. One listening socket shared by all workers spreads them by who wakes first: a burst of
 16 keep-alive connections (a load balancer's pool, a load test) was seen to land on one worker, which then served
-everything on one core while the other idled. The supervisor's own socket is bound with ``SO_REUSEPORT`` too, so
-the port stays reserved across worker restarts, but never listens, so the kernel gives it no connection.
+everything on one core while the other idled. A hash is even only over many connections, so a worker ahead of a
+sibling hands new ones over (``service/connection_balance.py``). The supervisor's own socket is bound with
+``SO_REUSEPORT`` too, so the port stays reserved across worker restarts, but never listens, so the kernel gives it no
+connection.
 
 The price of that spreading: a worker whose event loop hangs would still be handed its share of new connections. So
 the supervisor checks every ready worker's liveness (``GET /v2/health/live`` on its private socket, a route no load
@@ -35,6 +37,7 @@ from typing import Any
 import uvicorn
 from uvicorn.server import STARTUP_FAILURE
 
+from service.connection_balance import COUNT_SUFFIX, INBOX_SUFFIX
 from service.http_server import run_server
 from service.peers import PEER_DIR_ENV, WORKER_COUNT_ENV
 from service.worker_activity import BUSY_SUFFIX
@@ -160,8 +163,8 @@ class Supervisor:
             for index, process in enumerate(self._processes):
                 if process.is_alive():
                     continue
-                for leftover in (f"{process.pid}.sock", f"{process.pid}.ready", f"{process.pid}{BUSY_SUFFIX}"):
-                    (Path(peer_dir) / leftover).unlink(missing_ok=True)
+                for suffix in (".sock", ".ready", BUSY_SUFFIX, COUNT_SUFFIX, INBOX_SUFFIX):
+                    (Path(peer_dir) / f"{process.pid}{suffix}").unlink(missing_ok=True)
                 if process.exitcode == STARTUP_FAILURE:
                     logger.error("worker %d failed to start; stopping the server", process.pid)
                     return STARTUP_FAILURE

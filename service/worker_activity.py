@@ -12,23 +12,23 @@ And the worker itself must have nothing else in flight: a body still arriving on
 being decoded, needs a core too (``alone``).
 
 Each worker writes, into an 8-byte file of its own in the workers' private folder (``<pid>.busy``, mapped into
-memory), the ``time.monotonic()`` at which it last answered its last request in flight, or 0 while it has one: a
-store to memory per change, no system call. A sibling maps the file read-only and compares. The supervisor deletes a
-dead worker's file when it replaces the worker, so one that died busy keeps the others from spreading until then.
+memory, ``service/worker_slots.py``), the ``time.monotonic()`` at which it last answered its last request in flight,
+or 0 while it has one: a store to memory per change, no system call. A sibling maps the file read-only and compares.
+The supervisor deletes a dead worker's file when it replaces the worker, so one that died busy keeps the others from
+spreading until then.
 """
 
 from __future__ import annotations
 
 import functools
-import mmap
-import os
 import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from service.admission import InflightLimit
-from service.peers import PEER_DIR_ENV, WORKER_COUNT_ENV
+from service.peers import worker_folder
+from service.worker_slots import WorkerSlots
 
 #: A worker's activity file in the workers' private folder: ``<pid>.busy``.
 BUSY_SUFFIX = ".busy"
@@ -48,17 +48,8 @@ class WorkerActivity:
     """
 
     def __init__(self, directory: Path, worker: str = "", clock: Callable[[], float] = time.monotonic) -> None:
-        self._directory = directory
-        self._name = f"{worker or os.getpid()}{BUSY_SUFFIX}"
         self._monotonic = clock
-        fd = os.open(directory / self._name, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            os.ftruncate(fd, _STAMP.size)
-            self._own = mmap.mmap(fd, _STAMP.size)
-        finally:
-            os.close(fd)  # the mapping stays
-        self._own[:] = _STAMP.pack(self._monotonic())  # quiet since it started
-        self._siblings: dict[str, mmap.mmap] = {}
+        self._slots = WorkerSlots(directory, BUSY_SUFFIX, _STAMP, (clock(),), worker)  # quiet since it started
         self._policy: InflightLimit | None = None
 
     def watch(self, policy: InflightLimit) -> None:
@@ -73,46 +64,20 @@ class WorkerActivity:
 
     def busy(self) -> None:
         """This worker has a request in flight now."""
-        self._own[:] = _BUSY
+        self._slots.write_packed(_BUSY)
 
     def idle(self) -> None:
         """This worker has answered its last request in flight."""
-        self._own[:] = _STAMP.pack(self._monotonic())
+        self._slots.write(self._monotonic())
 
     def siblings_quiet(self) -> bool:
         """Whether every other worker has had no request in flight for ``QUIET_S`` (one directory listing)."""
-        names = {name for name in os.listdir(self._directory) if name.endswith(BUSY_SUFFIX) and name != self._name}
-        for gone in self._siblings.keys() - names:
-            self._siblings.pop(gone).close()
         now = self._monotonic()
-        for name in names:
-            sibling = self._siblings.get(name) or self._map(name)
-            if sibling is None:
-                continue
-            since = _STAMP.unpack(sibling[:])[0]
-            if since == 0.0 or now - since < QUIET_S:
-                return False
-        return True
-
-    def _map(self, name: str) -> mmap.mmap | None:
-        """A sibling's file, mapped read-only; None if it is gone or not written yet."""
-        try:
-            fd = os.open(self._directory / name, os.O_RDONLY)
-        except FileNotFoundError:
-            return None
-        try:
-            if os.fstat(fd).st_size < _STAMP.size:
-                return None
-            self._siblings[name] = mmap.mmap(fd, _STAMP.size, access=mmap.ACCESS_READ)
-            return self._siblings[name]
-        finally:
-            os.close(fd)
+        return all(since != 0.0 and now - since >= QUIET_S for _, (since,) in self._slots.siblings())
 
 
 @functools.cache
 def worker_activity() -> WorkerActivity | None:
     """This worker's activity when the server runs several worker processes (the supervisor says so), else None."""
-    directory = os.environ.get(PEER_DIR_ENV)
-    if not directory or int(os.environ.get(WORKER_COUNT_ENV, "1")) < 2:
-        return None
-    return WorkerActivity(Path(directory))
+    directory = worker_folder()
+    return None if directory is None else WorkerActivity(directory)
