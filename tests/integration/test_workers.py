@@ -2,7 +2,8 @@
 
 The server runs with ``CNNSERVE_WORKERS=2`` and its temporary folder (``TMPDIR``) in the test's, so the test can
 also reach each worker alone through its private socket (``service/peers.py``) and check the whole against the
-parts. Which worker accepts a fresh connection is the kernel's choice; every assertion holds whichever it is.
+parts. Which worker serves a fresh connection is the kernel's choice, evened out by the workers
+(``service/connection_balance.py``); every assertion but that one's holds whichever it is.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from live_server import REPO_ROOT, metric_value
 from tritonclient.utils import InferenceServerException
 
 from bench.servers import Server, start
+from service.connection_balance import COUNT_SUFFIX, RECORD
 from service.supervisor import UnixHTTPConnection, answers_liveness
 
 MODEL = "lenet5_digits"
@@ -207,6 +209,36 @@ def test_every_worker_listens_on_a_socket_of_its_own(server: Server, tmp: Path) 
     assert [len(inodes) for inodes in owned] == [1] * WORKERS, (listening, owned)
     assert len(listening) == WORKERS  # the supervisor's socket holds the port but does not listen
     assert not listening & _socket_inodes(server.process.pid)
+
+
+def _client_connections(tmp: Path) -> list[int]:
+    """Each worker's count of client connections, as it publishes it to its siblings."""
+    (peer_dir,) = tmp.glob("cnnserve-peers-*")
+    return [RECORD.unpack(path.read_bytes())[0] for path in sorted(peer_dir.glob(f"*{COUNT_SUFFIX}"))]
+
+
+def test_connections_opened_one_after_another_are_shared_evenly(server: Server, tmp: Path) -> None:
+    """SO_REUSEPORT hashes connections over the workers' sockets: 16 split 8 and 8 one time in five. A worker ahead
+    of its sibling hands a new connection over before reading it, so the split is even every time."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while _client_connections(tmp) != [0] * WORKERS:  # earlier tests' connections, closing
+        assert time.monotonic() < deadline, _client_connections(tmp)
+        time.sleep(0.05)
+    workers = _sockets(tmp)
+    before = [_successes(_fresh(worker, "GET", "/metrics")[1]) for worker in workers]
+    connections = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=TIMEOUT_S) for _ in range(16)]
+    try:
+        for connection in connections + connections:  # one request each as it opens, then one more on each
+            connection.request("POST", f"/v1/models/{MODEL}/classify", body=DIGIT)
+            answer = connection.getresponse()
+            assert answer.status == 200, answer.read()
+            answer.read()
+        assert _client_connections(tmp) == [8, 8]
+    finally:
+        for connection in connections:
+            connection.close()
+    after = [_successes(_fresh(worker, "GET", "/metrics")[1]) for worker in workers]
+    assert [later - earlier for later, earlier in zip(after, before, strict=True)] == [16, 16]
 
 
 def test_a_worker_whose_loop_hangs_is_killed_and_replaced(model_repository: Path, tmp_path: Path) -> None:
