@@ -5,7 +5,8 @@ connection, two ways:
 
 - **From the bytes**, while the server is full: a read holding exactly one plain request with its whole body
   (``service/whole_request.py``) is answered without feeding the HTTP parser, the refusal's cheapest form (with
-  room, such a request is started without the parser too: ``service/http_whole.py``);
+  room, such a request is started without the parser too: ``service/http_whole.py``, or answered without the ASGI
+  cycle when it is for a hot route, ``service/http_direct.py``);
 - **From the parsed head**, otherwise: where uvicorn would hand the request to the app, with the body (if small)
   then dropped unread, or the connection closed (if large).
 
@@ -21,6 +22,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
+from service import http_direct
 from service.admission import (
     KEEP_ALIVE_MAX_BODY_BYTES,
     STATE_KEY,
@@ -29,6 +31,7 @@ from service.admission import (
     is_probe,
     small_body,
 )
+from service.api.direct import DIRECT_KEY, DirectAnswers
 from service.http_limits import Phase
 from service.http_protocol import HttpProtocol
 from service.http_transport import LingeringTransport
@@ -43,11 +46,16 @@ class AdmittingHttpProtocol(HttpProtocol):
     _draining = False  # set by the drain on shutdown (service/http_drain.py): admission no longer applies
     admission: Admission | None = None  # published by the app's lifespan, found when a connection is made
     _from_client = True  # not a sibling worker (set when connected)
+    direct: DirectAnswers | None = None  # the app's answers to hot requests taken whole (``service/http_direct.py``)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if self._handed_over:
+            return
         self.admission = self.app_state.get(STATE_KEY)
         self._from_client = not from_sibling(self.server)
+        if self._from_client:  # a sibling's requests are whole-server calls, never hot routes
+            self.direct = self.app_state.get(DIRECT_KEY)
 
     def data_received(self, data: bytes) -> None:
         if self._phase is Phase.IDLE and self._from_bytes(data):
@@ -69,8 +77,13 @@ class AdmittingHttpProtocol(HttpProtocol):
         if admission is not None and admission.policy.full and self._from_client and not is_probe(request.path):
             self._refuse_whole(request, admission)
             return True
-        self.cycle = whole_cycle(self, request, memoryview(data)[len(data) - request.body_bytes :])
         self._unset_keepalive_if_required()
+        body = memoryview(data)[len(data) - request.body_bytes :]
+        direct = None if self.flow.write_paused else self.direct  # a client behind in reading: the ASGI way waits
+        if direct is not None and (found := direct.take(request.method, request.path, request.headers)) is not None:
+            http_direct.serve(self, direct, found, request, bytes(body), admission)
+            return True
+        self.cycle = whole_cycle(self, request, body)
         self._start_asgi_task(self.cycle, self.app)
         return True
 

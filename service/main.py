@@ -18,6 +18,7 @@ from service import __version__
 from service.admission import STATE_KEY, Admission, InflightLimit
 from service.api import health, prometheus, rest, v2, v2_repository
 from service.api.cluster import ClusterMiddleware
+from service.api.direct import DIRECT_KEY, DirectAnswers
 from service.api.fastpath import FastPathMiddleware, ServiceApp
 from service.api.middleware import RequestContextMiddleware
 from service.api.routes import RouteGroup, hot_routes, install
@@ -100,7 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             logger.info(
                 "ready: serving %s from %s", sorted({m.config.name for m in models.served()}), models.repository
             )
-            yield {STATE_KEY: admission, DRAIN_KEY: drain}
+            yield {STATE_KEY: admission, DRAIN_KEY: drain, DIRECT_KEY: direct}
         finally:
             readiness.set(False)
             admission.policy.watchers.clear()
@@ -136,9 +137,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         inner = ClusterMiddleware(inner, peers=peers, max_body_bytes=settings.max_body_bytes)
     token = settings.auth_token.get_secret_value() if settings.auth_token else None
     app.hot_routes = hot_routes(routes)
-    app.front = RequestContextMiddleware(
-        FastPathMiddleware(inner, app.hot_routes), auth_token=token, access_log=settings.access_log
-    )
+    fast_path = FastPathMiddleware(inner, app.hot_routes)
+    app.front = RequestContextMiddleware(fast_path, auth_token=token, access_log=settings.access_log)
+    # The same layers for a hot request the front door takes whole (service/http_direct.py).
+    direct = DirectAnswers(fast_path, token.encode() if token else None, settings.access_log)
     if settings.grpc_port:
         grpc_server = GrpcServer(settings, plane, admission, readiness, app, shared_port=peers is not None)
     return app

@@ -15,11 +15,15 @@ from collections.abc import Sequence
 
 from fastapi import FastAPI
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.api.routes import Route
+from service.api.routes import Handler, Route
 from service.api.startup_failure import reporting_startup_failure
 from service.errors import ServiceError, render
+
+#: A hot route found for a request: its handler and its path parameters.
+Matched = tuple[Handler, dict[str, str | None]]
 
 
 class FastPathMiddleware:
@@ -34,20 +38,31 @@ class FastPathMiddleware:
         self.app = app
         self.routes = tuple((route.pattern(), route.handler) for route in routes)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            path = scope["path"]
+    def match(self, method: str, path: str) -> Matched | None:
+        """The hot route for ``method`` and ``path``, with its path parameters; None when there is none."""
+        if method == "POST":
             for pattern, handler in self.routes:
-                match = pattern.match(path)
-                if match is None:
-                    continue
-                try:
-                    response = await handler(Request(scope, receive, send), **match.groupdict())
-                except ServiceError as err:
-                    response = render(err)
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+                found = pattern.match(path)
+                if found is not None:
+                    return handler, found.groupdict()
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = self.match(scope["method"], scope["path"]) if scope["type"] == "http" else None
+        if found is None:
+            await self.app(scope, receive, send)
+            return
+        response = await answer(found, Request(scope, receive, send))
+        await response(scope, receive, send)
+
+
+async def answer(found: Matched, request: Request) -> Response:
+    """The hot route's response to ``request``: its handler's, or its ``ServiceError`` rendered."""
+    handler, parameters = found
+    try:
+        return await handler(request, **parameters)
+    except ServiceError as err:
+        return render(err)
 
 
 class ServiceApp(FastAPI):

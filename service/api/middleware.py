@@ -9,6 +9,7 @@ import hmac
 import logging
 import time
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.admission import fit_request_id, is_probe
@@ -27,6 +28,12 @@ def bearer_matches(authorization: bytes, token: bytes) -> bool:
     """
     scheme, _, credentials = authorization.partition(b" ")
     return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.lstrip(b" "), token)
+
+
+def unhandled(scope: Scope, request_id: str) -> Response:
+    """Log the exception being handled, and return the plain 500 that quotes ``request_id``."""
+    logger.exception("unhandled error serving %s %s", scope.get("method"), scope.get("path"))
+    return internal_error(request_id)
 
 
 class RequestContextMiddleware:
@@ -79,9 +86,9 @@ class RequestContextMiddleware:
             else:
                 await self.app(scope, receive, send_with_id)
         except Exception:
-            logger.exception("unhandled error serving %s %s", scope.get("method"), scope.get("path"))
+            response = unhandled(scope, rid)
             if not status:
-                await internal_error(rid)(scope, receive, send_with_id)
+                await response(scope, receive, send_with_id)
         finally:
             if self.access_log:
                 elapsed_ms = 1e3 * (time.perf_counter() - started)
