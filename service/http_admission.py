@@ -80,8 +80,8 @@ class AdmittingHttpProtocol(HttpProtocol):
         self._unset_keepalive_if_required()
         body = memoryview(data)[len(data) - request.body_bytes :]
         direct = None if self.flow.write_paused else self.direct  # a client behind in reading: the ASGI way waits
-        if direct is not None and (found := direct.take(request.method, request.path, request.headers)) is not None:
-            http_direct.serve(self, direct, found, request, bytes(body), admission)
+        if direct is not None and (taken := direct.take(request.method, request.path, request.headers)) is not None:
+            http_direct.serve(self, direct, taken, request, bytes(body), admission)
             return True
         self.cycle = whole_cycle(self, request, body)
         self._start_asgi_task(self.cycle, self.app)

@@ -22,8 +22,7 @@ from starlette.responses import Response
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from service.admission import Admission
-from service.api.direct import DirectAnswers
-from service.api.fastpath import Matched
+from service.api.direct import DirectAnswers, Taken
 from service.http_transport import LingeringTransport
 from service.whole_request import WholeRequest
 
@@ -62,7 +61,7 @@ class DirectCycle:
 def serve(
     protocol: HttpToolsProtocol,
     answers: DirectAnswers,
-    found: Matched,
+    taken: Taken,
     request: WholeRequest,
     body: bytes,
     admission: Admission | None,
@@ -78,7 +77,7 @@ def serve(
         "headers": list(request.headers),
     }
     admitted = admission is not None and admission.policy.admit()
-    task = protocol.loop.create_task(_answer(protocol, answers, found, scope, cycle, admission if admitted else None))
+    task = protocol.loop.create_task(_answer(protocol, answers, taken, scope, cycle, admission if admitted else None))
     protocol.tasks.add(task)  # the server's shutdown waits for these, as for its own request tasks
     task.add_done_callback(protocol.tasks.discard)
 
@@ -86,15 +85,15 @@ def serve(
 async def _answer(
     protocol: HttpToolsProtocol,
     answers: DirectAnswers,
-    found: Matched,
+    taken: Taken,
     scope: dict[str, Any],
     cycle: DirectCycle,
     admission: Admission | None,
 ) -> None:
     try:
-        response, request_id = await answers.answer(found, scope, cycle.receive)
+        response = await answers.answer(taken, scope, cycle.receive)
         if not cycle.disconnected:  # as uvicorn drops an answer to a client that has gone
-            _write(protocol, cycle, response, request_id)
+            _write(protocol, cycle, response, taken.request_id)
     finally:
         if admission is not None:
             admission.policy.release()

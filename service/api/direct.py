@@ -20,15 +20,23 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope
 
-from service.admission import client_request_id, fit_request_id
+from service.admission import fit_request_id
 from service.api.fastpath import FastPathMiddleware, Matched, answer
-from service.api.middleware import bearer_matches, unhandled
+from service.api.middleware import bearer_matches, id_and_authorization, unhandled
 from service.logs import REQUEST_ID
 
 logger = logging.getLogger(__name__)
 
 #: Where the app's lifespan state holds its ``DirectAnswers``, for the front door.
 DIRECT_KEY = "cnnserve.direct"
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A request ``DirectAnswers.take`` took: its hot route, and the request id it answers with (echoed or minted)."""
+
+    found: Matched
+    request_id: bytes
 
 
 @dataclass(frozen=True)
@@ -45,29 +53,27 @@ class DirectAnswers:
     token: bytes | None
     access_log: bool
 
-    def take(self, method: str, path: str, headers: Sequence[tuple[bytes, bytes]]) -> Matched | None:
-        """The hot route that answers this request here, or None when it must go the ASGI way."""
+    def take(self, method: str, path: str, headers: Sequence[tuple[bytes, bytes]]) -> Taken | None:
+        """The request taken to be answered here, or None when it must go the ASGI way."""
         if self.access_log:
             return None
         found = self.fast_path.match(method, path)
         if found is None:
             return None
-        if self.token is not None:
-            authorization = next((value for name, value in headers if name == b"authorization"), b"")
-            if not bearer_matches(authorization, self.token):
-                return None
-        client_id = client_request_id(headers)
+        client_id, authorization = id_and_authorization(headers)  # read as the middleware reads them
+        if self.token is not None and not bearer_matches(authorization, self.token):
+            return None
         if client_id.isascii() and not client_id.decode().isprintable():  # (not ASCII: never echoed, a new one is)
             return None  # echoed, a control character would be refused by uvicorn: the ASGI way decides then
-        return found
+        return Taken(found, fit_request_id(client_id))
 
-    async def answer(self, found: Matched, scope: Scope, receive: Receive) -> tuple[Response, bytes]:
-        """The response to a request ``take`` took, and the request id it carries (echoed or minted)."""
-        request_id = fit_request_id(client_request_id(scope["headers"]))
-        context = REQUEST_ID.set(request_id.decode())
+    async def answer(self, taken: Taken, scope: Scope, receive: Receive) -> Response:
+        """The response to a request ``take`` took, the handler run with its request id set for the log."""
+        request_id = taken.request_id.decode()
+        context = REQUEST_ID.set(request_id)
         try:
-            return await answer(found, Request(scope, receive)), request_id
+            return await answer(taken.found, Request(scope, receive))
         except Exception:
-            return unhandled(scope, request_id.decode()), request_id
+            return unhandled(scope, request_id)
         finally:
             REQUEST_ID.reset(context)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from collections.abc import Iterable
 
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -28,6 +29,19 @@ def bearer_matches(authorization: bytes, token: bytes) -> bool:
     """
     scheme, _, credentials = authorization.partition(b" ")
     return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.lstrip(b" "), token)
+
+
+def id_and_authorization(headers: Iterable[tuple[bytes, bytes]]) -> tuple[bytes, bytes]:
+    """The client's ``X-Request-ID`` (its first, as the front door's refusals echo it) and ``Authorization`` (its
+    last), b"" when absent: one pass over the headers, read the same way by the middleware and the direct answers."""
+    client_id = b""
+    authorization = b""
+    for key, value in headers:
+        if key == b"x-request-id" and not client_id:
+            client_id = value
+        elif key == b"authorization":
+            authorization = value
+    return client_id, authorization
 
 
 def unhandled(scope: Scope, request_id: str) -> Response:
@@ -54,13 +68,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        client_id = b""
-        authorization = b""
-        for key, value in scope["headers"]:
-            if key == b"x-request-id" and not client_id:  # the first, as the front door's refusals echo it
-                client_id = value
-            elif key == b"authorization":
-                authorization = value
+        client_id, authorization = id_and_authorization(scope["headers"])
         rid_bytes = fit_request_id(client_id)
         rid = rid_bytes.decode()
         context = REQUEST_ID.set(rid)

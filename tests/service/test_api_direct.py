@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from service.api.direct import DirectAnswers
 from service.api.fastpath import FastPathMiddleware
+from service.api.middleware import id_and_authorization
 from service.api.responses import BytesResponse
 from service.api.routes import Route
 from service.errors import NotFound
@@ -48,13 +49,13 @@ def scope(path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, object]:
 
 
 async def ask(direct: DirectAnswers, path: str, headers: list[tuple[bytes, bytes]]) -> tuple[Response, bytes]:
-    found = direct.take("POST", path, headers)
-    assert found is not None
+    taken = direct.take("POST", path, headers)
+    assert taken is not None
 
     async def receive() -> dict[str, object]:
         return {"type": "http.request", "body": b"tensor", "more_body": False}
 
-    return await direct.answer(found, scope(path, headers), receive)
+    return await direct.answer(taken, scope(path, headers), receive), taken.request_id
 
 
 def test_only_hot_routes_are_taken() -> None:
@@ -70,6 +71,14 @@ def test_with_a_token_only_a_request_that_carries_it_is_taken() -> None:
     assert direct.take("POST", "/v2/models/m/infer", []) is None  # the middleware answers 401
     assert direct.take("POST", "/v2/models/m/infer", [(b"authorization", b"Bearer wrong")]) is None
     assert direct.take("POST", "/v2/models/m/infer", [(b"authorization", b"bearer  " + TOKEN)]) is not None
+
+
+def test_of_several_authorization_headers_the_last_decides_as_in_the_middleware() -> None:
+    direct = answers(token=TOKEN)
+    first_right = [(b"authorization", b"Bearer " + TOKEN), (b"authorization", b"Bearer wrong")]
+    assert direct.take("POST", "/v2/models/m/infer", first_right) is None
+    assert direct.take("POST", "/v2/models/m/infer", first_right[::-1]) is not None
+    assert id_and_authorization(first_right) == (b"", b"Bearer wrong")
 
 
 def test_nothing_is_taken_while_the_access_log_is_on() -> None:
