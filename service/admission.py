@@ -57,7 +57,11 @@ _minted = itertools.count()
 
 
 def fit_request_id(value: bytes) -> bytes:
-    """``value`` (a client's ``X-Request-ID``, or empty) when it is fit to echo, else a freshly minted id."""
+    """``value`` (a client's ``X-Request-ID``, or empty) when it is fit to echo, else a freshly minted id.
+
+    Blanks around a header's value are not part of it (RFC 9110 section 5.5): uvicorn's parser keeps the trailing ones,
+    the front door's own reader drops them, and every way of answering echoes the id without them."""
+    value = value.strip(b" \t")
     if value and len(value) <= MAX_REQUEST_ID_BYTES and value.isascii():
         return value
     return f"{_MINT_PREFIX}{next(_minted):x}".encode()

@@ -63,9 +63,10 @@ class DirectAnswers:
         client_id, authorization = id_and_authorization(headers)  # read as the middleware reads them
         if self.token is not None and not bearer_matches(authorization, self.token):
             return None
-        if client_id.isascii() and not client_id.decode().isprintable():  # (not ASCII: never echoed, a new one is)
+        request_id = fit_request_id(client_id)  # (one not ASCII is never echoed: a new one is minted)
+        if not request_id.decode().isprintable():
             return None  # echoed, a control character would be refused by uvicorn: the ASGI way decides then
-        return Taken(found, fit_request_id(client_id))
+        return Taken(found, request_id)
 
     async def answer(self, taken: Taken, scope: Scope, receive: Receive) -> Response:
         """The response to a request ``take`` took, the handler run with its request id set for the log."""

@@ -25,10 +25,11 @@ def bearer_matches(authorization: bytes, token: bytes) -> bool:
     """Whether an ``Authorization`` value is ``Bearer <token>``.
 
     The scheme is case-insensitive (RFC 7235 section 2.1: ``bearer`` and ``BEARER`` are ``Bearer``) and may be
-    followed by more than one space; the token is compared in constant time.
+    followed by more than one space; blanks after the token are not part of the value (RFC 9110 section 5.5), though
+    uvicorn's parser keeps them; the token is compared in constant time.
     """
     scheme, _, credentials = authorization.partition(b" ")
-    return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.lstrip(b" "), token)
+    return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(b" \t"), token)
 
 
 def id_and_authorization(headers: Iterable[tuple[bytes, bytes]]) -> tuple[bytes, bytes]:

@@ -91,7 +91,8 @@ def test_a_request_id_is_echoed_when_fit_and_minted_unique_otherwise() -> None:
     assert client_request_id([(b"host", b"h"), (b"x-request-id", b"trace-42")]) == b"trace-42"
     assert client_request_id([(b"host", b"h")]) == b""
     assert fit_request_id(b"trace-42") == b"trace-42"
-    unfit = [b"", b"x" * (MAX_REQUEST_ID_BYTES + 1), "é".encode()]
+    assert fit_request_id(b" trace-42 \t") == b"trace-42"  # blanks around a value are not part of it
+    unfit = [b"", b" \t ", b"x" * (MAX_REQUEST_ID_BYTES + 1), "é".encode()]
     minted = [fit_request_id(value) for value in unfit] + [fit_request_id(b"") for _ in range(1000)]
     assert len(set(minted)) == len(minted)
     assert all(value.isascii() and 0 < len(value) <= MAX_REQUEST_ID_BYTES for value in minted)

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.api.middleware import bearer_matches
 from service.dataplane import DataPlane
 from service.main import create_app
 from service.model_manager import ModelManager
@@ -96,3 +97,12 @@ async def test_bearer_scheme_is_case_insensitive_and_the_token_exact(
     if status == 401:
         assert answer.json()["code"] == "unauthorized"
         assert answer.headers["www-authenticate"] == 'Bearer realm="cnnserve"'
+
+
+@pytest.mark.parametrize(
+    ("authorization", "matches"),
+    [(b"Bearer s3cret \t", True), (b"Bearer s3cret", True), (b"Bearer s3cret x", False), (b"Bearer  s3cre", False)],
+)
+def test_blanks_after_the_token_are_not_part_of_it(authorization: bytes, matches: bool) -> None:
+    # uvicorn's parser keeps a header value's trailing blanks; RFC 9110 section 5.5 says they are not the value's
+    assert bearer_matches(authorization, b"s3cret") is matches
