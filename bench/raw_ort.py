@@ -91,6 +91,11 @@ class RawOrt:
     batch1_images_per_s: float
     recheck: tuple[RawPoint, ...] = ()  # the best setting measured again after the servers ran, if it was
 
+    @property
+    def batch1_setting(self) -> ThreadSetting:
+        """The setting with the lowest batch-1 p50 in the sweep (``batch1_p50_ms`` may come from the re-check)."""
+        return min(self.settings, key=lambda runs: runs.points[0].latency.p50_ms).setting
+
     def to_dict(self) -> dict[str, Any]:
         data = {
             "settings": [runs.to_dict() for runs in self.settings],

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 
 from bench.int8 import markdown as int8_markdown  # noqa: E402
 from bench.results import GRPC_ROUTES, ROUTE_NAMES, SERVER_NAMES, BenchResults, ModelResult, Route  # noqa: E402
+from bench.turns import markdown as turns_markdown  # noqa: E402
 from loadtest.results import StepReport  # noqa: E402
 
 
@@ -134,6 +135,9 @@ def markdown(results: BenchResults) -> str:
     ]
     for model, result in results.models.items():
         out += [f"### {model}", "", *_model_table(result), ""]
+    for model, result in results.models.items():
+        service = result.servers.get("service")
+        out += turns_markdown(model, service.turns) if service and service.turns else []
     for model, result in results.models.items():
         if grpc := _grpc_table(result):
             out += [

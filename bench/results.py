@@ -6,6 +6,7 @@ gives ``results.json``.
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -34,6 +35,65 @@ ROUTE_NAMES: dict[Route, str] = {
 }
 #: The gRPC routes, each compared with HTTP v2 binary ("tensor") at the same concurrencies.
 GRPC_ROUTES: tuple[Route, ...] = ("grpc", "grpc_stream")
+#: The service's routes measured at their peak in each round of turns with raw ORT (``bench.turns``), and the one
+#: measured at concurrency 1.
+PEAK_ROUTES: tuple[Route, ...] = ("tensor", "image")
+LONE_ROUTE: Route = "tensor"
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One round: raw ORT's best and the service's peaks, then raw batch 1 and the service at concurrency 1."""
+
+    raw_images_per_s: float
+    service_images_per_s: dict[Route, float]
+    raw_batch1_p50_ms: float
+    service_c1_p50_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "raw_images_per_s": self.raw_images_per_s,
+            "service_images_per_s": self.service_images_per_s,
+            "raw_batch1_p50_ms": self.raw_batch1_p50_ms,
+            "service_c1_p50_ms": self.service_c1_p50_ms,
+        }
+
+
+@dataclass(frozen=True)
+class Turns:
+    """The service and raw ORT measured in turns (``bench.turns``): every round, and what each side ran (raw ORT's
+    setting and batch, the service's concurrency per route)."""
+
+    raw_setting: str
+    raw_batch: int
+    raw_batch1_setting: str
+    concurrency: dict[Route, int]
+    rounds: tuple[Turn, ...]
+
+    def ratios(self, route: Route) -> list[float]:
+        """Service images/s over raw ORT's, round by round."""
+        return [turn.service_images_per_s[route] / turn.raw_images_per_s for turn in self.rounds]
+
+    def ratio(self, route: Route) -> float:
+        """The median of the rounds' ratios."""
+        return statistics.median(self.ratios(route))
+
+    def gaps_ms(self) -> list[float]:
+        """The service's p50 at concurrency 1 minus raw ORT's batch-1 p50, round by round."""
+        return [turn.service_c1_p50_ms - turn.raw_batch1_p50_ms for turn in self.rounds]
+
+    def gap_ms(self) -> float:
+        """The median of the rounds' gaps."""
+        return statistics.median(self.gaps_ms())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "raw_setting": self.raw_setting,
+            "raw_batch": self.raw_batch,
+            "raw_batch1_setting": self.raw_batch1_setting,
+            "concurrency": self.concurrency,
+            "rounds": [turn.to_dict() for turn in self.rounds],
+        }
 
 
 @dataclass(frozen=True)
@@ -46,9 +106,16 @@ class ServerRuns:
 
     sweeps: dict[Route, SweepReport]
     memory_mib: list[float]
+    turns: Turns | None = None  # the service against raw ORT in turns, for a model whose bars divide by raw ORT
 
     def to_dict(self) -> dict[str, Any]:
-        return {"memory_mib": self.memory_mib, **{route: sweep.to_dict() for route, sweep in self.sweeps.items()}}
+        data: dict[str, Any] = {
+            "memory_mib": self.memory_mib,
+            **{route: sweep.to_dict() for route, sweep in self.sweeps.items()},
+        }
+        if self.turns is not None:
+            data["turns"] = self.turns.to_dict()
+        return data
 
 
 @dataclass(frozen=True)

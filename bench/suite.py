@@ -13,13 +13,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import images, models, raw_ort, servers
-from bench.results import GRPC_ROUTES, ROUTE_NAMES, ModelResult, Route, ServerKind, ServerRuns
+import onnxruntime as ort
+
+from bench import images, models, raw_ort, servers, turns
+from bench.results import GRPC_ROUTES, PEAK_ROUTES, ROUTE_NAMES, ModelResult, Route, ServerKind, ServerRuns, Turns
 from loadtest.grpc_payloads import grpc_workload
 from loadtest.grpc_target import GrpcTarget
 from loadtest.http import Endpoint
 from loadtest.payloads import Workload, load_images, rest_workload, v2_workload
-from loadtest.results import SweepReport
+from loadtest.results import StepReport, SweepReport
 from loadtest.runner import Plan, run_sweep
 from loadtest.transport import Transport
 
@@ -31,6 +33,8 @@ CLIENT_BATCH = 32
 CLIENT_BATCH_CONCURRENCY = (1, 4)
 #: The model whose gRPC endpoint is measured beside HTTP v2 binary (the default model: the protocol's cost shows most).
 GRPC_MODEL = "lenet5_digits"
+#: The models whose bars divide the service's figures by raw ORT's: there the two are measured in turns.
+TURNS_MODELS = ("resnet18",)
 #: A server is not started with less of the time budget left than this (ResNet-18 alone warms up for ~12 s).
 MIN_SERVER_S = 15.0
 
@@ -48,6 +52,7 @@ class Profile:
     budget_s: float
     raw_min_runs: int
     concurrency: tuple[int, ...] = (1, 4, 16, 64)
+    turn_rounds: int = 3  # rounds of the service against raw ORT in turns (bench.turns)
     int8_runs: int = 10  # timed runs of each model in the FP32-against-INT8 comparison (bench.int8)
 
 
@@ -150,15 +155,58 @@ def _routes(ctx: Context, kind: ServerKind, server: servers.Server, model: str) 
     return routes
 
 
-def bench_server(ctx: Context, kind: ServerKind, model: str) -> ServerRuns | None:
-    """Start one server, run its sweeps, stop it; None when the time budget left no room to start it."""
+def _turns(
+    ctx: Context, server: servers.Server, model: str, sent: dict[Route, _Route], sweeps: dict[Route, SweepReport],
+    raw: raw_ort.RawOrt,
+) -> Turns | None:  # fmt: skip
+    """The service (at each route's peak concurrency, and at 1) and raw ORT's best, in turns; None for a model not in
+    ``TURNS_MODELS``, or when no round fitted the time budget."""
+    if model not in TURNS_MODELS:
+        return None
+    concurrency = turns.peak_concurrency(sweeps)
+    if concurrency is None:
+        return None
+    path, dims = models.model_file(ctx.repository, model), models.input_dims(ctx.repository, model)
+    best, fastest = raw_ort.session(path, raw.best.setting), raw_ort.session(path, raw.batch1_setting)
+
+    def raw_step(runner: ort.InferenceSession, batch: int) -> raw_ort.RawPoint:
+        ctx.affinity(ctx.server_cpus)
+        point = raw_ort.measure_point(runner, dims, batch, ctx.profile.step_s, ctx.profile.raw_min_runs)
+        say(f"  raw ORT batch {batch:<3} {point.images_per_s:9,.1f} img/s  p50 {point.latency.p50_ms:8.2f} ms")
+        return point
+
+    def service_step(route: Route, users: int) -> StepReport:
+        return _sweep(ctx, server, model, sent[route], (users,), metrics=False).steps[0]
+
+    need = (len(PEAK_ROUTES) + 1) * (ctx.profile.step_s + ctx.profile.warmup_s + 1.0) + 4 * ctx.profile.step_s
+    say(f"[{model}] the service and raw ONNX Runtime in turns")
+    rounds = turns.take_turns(
+        ctx.profile.turn_rounds,
+        lambda: raw_step(best, raw.best_batch),
+        lambda: raw_step(fastest, 1),
+        service_step,
+        concurrency,
+        lambda: ctx.time_left() > need,
+    )
+    if len(rounds) < ctx.profile.turn_rounds:
+        ctx.skipped.append(f"{model} turns: {len(rounds)} of {ctx.profile.turn_rounds} rounds fitted the time budget")
+    if not rounds:
+        return None
+    return Turns(raw.best.setting.label, raw.best_batch, raw.batch1_setting.label, concurrency, rounds)
+
+
+def bench_server(ctx: Context, kind: ServerKind, model: str, raw: raw_ort.RawOrt | None = None) -> ServerRuns | None:
+    """Start one server, run its sweeps, stop it; None when the time budget left no room to start it.
+
+    With ``raw``, the service of a model in ``TURNS_MODELS`` is also measured in turns with raw ORT."""
     if ctx.time_left() < MIN_SERVER_S:
         ctx.skipped.append(f"{model} {kind}: the time budget is spent ({ctx.time_left():.0f} s left)")
         return None
     server = _start(ctx, kind, model)
     try:
         sweeps: dict[Route, SweepReport] = {}
-        for route, sent in _routes(ctx, kind, server, model).items():
+        routes = _routes(ctx, kind, server, model)
+        for route, sent in routes.items():
             loads = CLIENT_BATCH_CONCURRENCY if route == "tensor_batch32" else ctx.profile.concurrency
             need = len(loads) * (ctx.profile.step_s + ctx.profile.warmup_s + 1.0)
             if ctx.time_left() < need:
@@ -166,7 +214,9 @@ def bench_server(ctx: Context, kind: ServerKind, model: str) -> ServerRuns | Non
                 ctx.skipped.append(f"{model} {kind} {route}: {left:.0f} s left of the time budget, {need:.0f} s needed")
                 continue
             sweeps[route] = _sweep(ctx, server, model, sent, loads, metrics=kind == "service")
-        return ServerRuns(sweeps, servers.memory_mib(server.process.pid))
+        memory = servers.memory_mib(server.process.pid)
+        taken = _turns(ctx, server, model, routes, sweeps, raw) if kind == "service" and raw is not None else None
+        return ServerRuns(sweeps, memory, taken)
     finally:
         code = server.stop()
         if code not in (0, -15):
@@ -189,7 +239,7 @@ def bench_model(ctx: Context, model: str) -> ModelResult:
     runs: dict[ServerKind, ServerRuns | None] = {}
     for kind in ctx.kinds:
         say(f"[{model}] {kind}")
-        runs[kind] = bench_server(ctx, kind, model)
+        runs[kind] = bench_server(ctx, kind, model, raw)
     if ctx.time_left() > 0:
         ctx.affinity(ctx.server_cpus)
         raw = raw_ort.recheck(path, dims, raw, ctx.profile.raw_point_s, ctx.profile.raw_min_runs)
