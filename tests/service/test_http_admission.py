@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 from uvicorn.server import ServerState
 
 from service.admission import STATE_KEY, Admission, InflightLimit
+from service.api.direct import DIRECT_KEY
 from service.http_admission import AdmittingHttpProtocol
 from service.http_limits import HttpLimits
 from service.settings import Settings
@@ -64,7 +65,7 @@ class _Wire(asyncio.Transport):
 class _Connection:
     """One connection of the front door to an app that answers 200 and records the paths it was asked for."""
 
-    def __init__(self, inflight: int) -> None:
+    def __init__(self, inflight: int, direct: object = None) -> None:
         self.served: list[str] = []
         self.shed: list[int] = []
         policy = InflightLimit(1)
@@ -72,7 +73,7 @@ class _Connection:
         self.admission = Admission(policy, on_shed=lambda status, _: self.shed.append(status))
         config = uvicorn.Config(self._app, interface="asgi3", proxy_headers=False, log_config=None)
         limits = HttpLimits.from_settings(Settings())
-        state = {STATE_KEY: self.admission}
+        state = {STATE_KEY: self.admission, DIRECT_KEY: direct}
         self.protocol = AdmittingHttpProtocol(config, ServerState(), state, asyncio.get_running_loop(), limits=limits)
         self.wire = _Wire()
         self.protocol.connection_made(self.wire)
@@ -168,3 +169,30 @@ async def test_probes_and_a_server_with_room_go_to_the_app(full: _Connection) ->
         room.close()
     assert full.served == ["/v2/health/ready"]
     assert full.shed == []
+
+
+class _Asked:
+    """Direct answers that take nothing (every request goes the ASGI way) and record the paths they were asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def take(self, method: str, path: str, headers: object) -> None:
+        self.asked.append(path)
+
+
+async def test_a_client_behind_in_reading_its_answers_is_never_answered_directly() -> None:
+    # the direct way writes the whole answer at once; the ASGI way waits for the client to drain what it owes
+    direct = _Asked()
+    room = _Connection(inflight=0, direct=direct)
+    try:
+        assert (await room.feed(INFER)).startswith(b"HTTP/1.1 200 ")
+        assert direct.asked == ["/v2/models/m/infer"]
+        room.protocol.flow.pause_writing()  # the transport's buffer is over its high-water mark
+        assert await room.feed(INFER) == b""  # the app ran; its answer waits for the client to catch up
+        assert direct.asked == ["/v2/models/m/infer"]  # not asked again: the request went the ASGI way
+        assert room.served == ["/v2/models/m/infer", "/v2/models/m/infer"]
+        room.protocol.flow.resume_writing()
+        assert (await room.feed()).startswith(b"HTTP/1.1 200 ")
+    finally:
+        room.close()
