@@ -46,7 +46,7 @@ def _resnet18(model: ModelResult) -> list[Bar]:
     turns = service.turns if service else None
     bars = []
     for route in PEAK_ROUTES:
-        name = f"ResNet-18 {ROUTE_NAMES[route]}: service peak / raw ORT best, in turns"
+        name = f"ResNet-18 {ROUTE_NAMES[route]}: service fully loaded / raw ORT best, in turns"
         if turns is None:
             bars.append(_bar(name, "-", ">= 0.95", None, 0.95))
             continue

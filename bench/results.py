@@ -35,7 +35,7 @@ ROUTE_NAMES: dict[Route, str] = {
 }
 #: The gRPC routes, each compared with HTTP v2 binary ("tensor") at the same concurrencies.
 GRPC_ROUTES: tuple[Route, ...] = ("grpc", "grpc_stream")
-#: The service's routes measured at their peak in each round of turns with raw ORT (``bench.turns``), and the one
+#: The service's routes measured fully loaded in each round of turns with raw ORT (``bench.turns``), and the one
 #: measured at concurrency 1.
 PEAK_ROUTES: tuple[Route, ...] = ("tensor", "image")
 LONE_ROUTE: Route = "tensor"

@@ -57,7 +57,7 @@ class Profile:
 
 
 QUICK = Profile("quick", 0.6, 0.15, 0.2, 1.0, 600, 165.0, 2)
-FULL = Profile("full", 3.0, 0.8, 1.0, 3.0, 4000, 585.0, 3, int8_runs=20)
+FULL = Profile("full", 3.0, 0.8, 1.0, 3.0, 4000, 585.0, 3, int8_runs=20, turn_rounds=5)
 
 
 @dataclass
@@ -159,11 +159,11 @@ def _turns(
     ctx: Context, server: servers.Server, model: str, sent: dict[Route, _Route], sweeps: dict[Route, SweepReport],
     raw: raw_ort.RawOrt,
 ) -> Turns | None:  # fmt: skip
-    """The service (at each route's peak concurrency, and at 1) and raw ORT's best, in turns; None for a model not in
+    """The service (fully loaded on each route, and at c=1) and raw ORT's best, in turns; None for a model not in
     ``TURNS_MODELS``, or when no round fitted the time budget."""
     if model not in TURNS_MODELS:
         return None
-    concurrency = turns.peak_concurrency(sweeps)
+    concurrency = turns.full_load(sweeps)
     if concurrency is None:
         return None
     path, dims = models.model_file(ctx.repository, model), models.input_dims(ctx.repository, model)

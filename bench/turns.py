@@ -4,9 +4,10 @@ The sweeps give each server's figure from one short step, while raw ORT's best i
 measurements (every thread setting and batch size, before and after the servers). On a shared machine whose speed
 moves by several per cent from minute to minute, the highest of twenty draws sits above a typical draw by about the
 margin the bars allow, so dividing by it is biased against the service. Here the sweep's winner (its best setting at
-its best batch, and the setting with the lowest batch-1 latency) is measured again, taking turns with the service at
-its peak concurrency and at concurrency 1 for the same time each, round after round; the order within a round flips
-every round, so a drift in the machine's speed favours neither side. Each round gives a ratio of neighbours, and the
+its best batch, and the setting with the lowest batch-1 latency) is measured again, taking turns with the service
+fully loaded (each route at the sweep's highest concurrency: picking the sweep's best step would be the same bias
+again) and at concurrency 1, for the same time each, round after round; the order within a round flips every
+round, so a drift in the machine's speed favours neither side. Each round gives a ratio of neighbours, and the
 bars take the median of the rounds.
 
 Knows nothing of how a step is run: ``bench.suite`` hands in the two ways of measuring.
@@ -26,15 +27,15 @@ RawStep = Callable[[], RawPoint]
 ServiceStep = Callable[[Route, int], StepReport]
 
 
-def peak_concurrency(sweeps: Mapping[Route, SweepReport]) -> dict[Route, int] | None:
-    """The concurrency of each ``PEAK_ROUTES`` sweep's step with the most images/s; None if one did not run."""
+def full_load(sweeps: Mapping[Route, SweepReport]) -> dict[Route, int] | None:
+    """The highest concurrency each ``PEAK_ROUTES`` sweep completed requests at; None if one has none."""
     concurrency = {}
     for route in PEAK_ROUTES:
-        steps = [step for step in sweeps[route].steps if step.ok] if route in sweeps else []
-        load = max(steps, key=lambda step: step.images_per_s).load if steps else None
-        if not isinstance(load, ClosedLoad):
+        steps = sweeps[route].steps if route in sweeps else ()
+        loads = [step.load.concurrency for step in steps if step.ok and isinstance(step.load, ClosedLoad)]
+        if not loads:
             return None
-        concurrency[route] = load.concurrency
+        concurrency[route] = max(loads)
     return concurrency
 
 
@@ -59,7 +60,7 @@ def take_turns(
         raw_peak: Measures raw ORT's best setting at its best batch.
         raw_lone: Measures raw ORT's fastest batch-1 setting at batch 1.
         service: Measures the service on a route at a concurrency.
-        concurrency: The service's peak concurrency per route of ``PEAK_ROUTES``.
+        concurrency: The service's concurrency per route of ``PEAK_ROUTES`` (``full_load``).
         may_continue: Asked before each round; False (the time budget is spent) ends the turns early.
     """
 

@@ -10,7 +10,7 @@ from bench.bars import summarise_bars
 from bench.preprocess_bench import PreprocessResult
 from bench.raw_ort import BATCH_SIZES, RawOrt, RawPoint, SettingRuns, ThreadSetting
 from bench.results import ModelResult, Route, ServerRuns, Turn, Turns
-from bench.turns import markdown, peak_concurrency, take_turns
+from bench.turns import full_load, markdown, take_turns
 from loadtest.report import summarise
 from loadtest.results import ClosedLoad, Latency, StepReport, SweepReport, Target
 from loadtest.step_result import StepResult
@@ -91,13 +91,14 @@ def test_a_service_step_that_answered_nothing_is_an_error_not_a_latency_of_zero(
         )
 
 
-def test_the_peak_concurrency_is_the_step_with_the_most_images_and_every_peak_route_is_needed() -> None:
+def test_the_service_is_measured_at_the_highest_concurrency_not_its_luckiest_step() -> None:
     sweeps: dict[Route, SweepReport] = {
         "tensor": _sweep({1: 90.0, 16: 110.0, 64: 108.0}),
-        "image": _sweep({1: 80.0, 64: 109.0}),
+        "image": _sweep({1: 80.0, 64: 109.0, 16: 100.0}),
     }
-    assert peak_concurrency(sweeps) == {"tensor": 16, "image": 64}
-    assert peak_concurrency({"tensor": sweeps["tensor"]}) is None
+    assert full_load(sweeps) == {"tensor": 64, "image": 64}
+    assert full_load({"tensor": sweeps["tensor"]}) is None  # every route of the bars is needed
+    assert full_load({**sweeps, "image": _sweep({64: 0.0})}) is None  # a step that answered nothing does not count
 
 
 TURNS = Turns(
@@ -124,10 +125,10 @@ def _resnet18(turns: Turns | None) -> ModelResult:
 def test_the_resnet_bars_take_the_median_round_not_the_sweeps_highest_raw_figure() -> None:
     assert TURNS.ratios("tensor") == pytest.approx([0.97, 0.9, 0.98])
     bars = {bar.name: bar for bar in summarise_bars({"resnet18": _resnet18(TURNS)}, PREPROCESS)}
-    tensor = bars["ResNet-18 v2 binary tensor: service peak / raw ORT best, in turns"]
+    tensor = bars["ResNet-18 v2 binary tensor: service fully loaded / raw ORT best, in turns"]
     assert (tensor.ratio, tensor.met) == (pytest.approx(0.97), True)  # the sweep's 108 / 125 would be 0.86
     assert tensor.measured == "97.0 vs raw 100.0 img/s (median round; rounds 0.97 · 0.90 · 0.98)"
-    image = bars["ResNet-18 REST image: service peak / raw ORT best, in turns"]
+    image = bars["ResNet-18 REST image: service fully loaded / raw ORT best, in turns"]
     assert (image.ratio, image.met) == (pytest.approx(0.9166, abs=1e-3), False)
     lone = bars["ResNet-18 c=1: service p50 - raw batch-1 p50 (ms), in turns"]
     assert (lone.ratio, lone.met, lone.measured) == (pytest.approx(1.5), False, "rounds 0.40 · 1.50 · 1.50")
