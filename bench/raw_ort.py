@@ -8,6 +8,7 @@ least ``min_runs`` times; the per-run latency at batch 1 is what "raw batch-1 la
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,7 @@ class RawOrt:
     @property
     def batch1_setting(self) -> ThreadSetting:
         """The setting with the lowest batch-1 p50 in the sweep (``batch1_p50_ms`` may come from the re-check)."""
-        return min(self.settings, key=lambda runs: runs.points[0].latency.p50_ms).setting
+        return _fastest_at_batch1(self.settings).setting
 
     def to_dict(self) -> dict[str, Any]:
         data = {
@@ -111,6 +112,11 @@ class RawOrt:
         if self.recheck:
             data["recheck"] = [point.to_dict() for point in self.recheck]
         return data
+
+
+def _fastest_at_batch1(settings: Sequence[SettingRuns]) -> SettingRuns:
+    """The setting whose batch-1 run has the lowest p50."""
+    return min(settings, key=lambda runs: runs.points[0].latency.p50_ms)
 
 
 def measure_point(
@@ -144,7 +150,7 @@ def measure_model(
         del runner
     best = max(measured, key=lambda r: max(p.images_per_s for p in r.points))
     peak = max(best.points, key=lambda p: p.images_per_s)
-    batch1 = min((r.points[0] for r in measured), key=lambda p: p.latency.p50_ms)
+    batch1 = _fastest_at_batch1(measured).points[0]
     return RawOrt(
         settings=tuple(measured),
         best=best,

@@ -50,6 +50,15 @@ class Turn:
     raw_batch1_p50_ms: float
     service_c1_p50_ms: float
 
+    def ratio(self, route: Route) -> float:
+        """The service's images/s on ``route`` over raw ORT's, in this round."""
+        return self.service_images_per_s[route] / self.raw_images_per_s
+
+    @property
+    def gap_ms(self) -> float:
+        """The service's p50 at concurrency 1 minus raw ORT's batch-1 p50, in this round."""
+        return self.service_c1_p50_ms - self.raw_batch1_p50_ms
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "raw_images_per_s": self.raw_images_per_s,
@@ -72,7 +81,7 @@ class Turns:
 
     def ratios(self, route: Route) -> list[float]:
         """Service images/s over raw ORT's, round by round."""
-        return [turn.service_images_per_s[route] / turn.raw_images_per_s for turn in self.rounds]
+        return [turn.ratio(route) for turn in self.rounds]
 
     def ratio(self, route: Route) -> float:
         """The median of the rounds' ratios."""
@@ -80,7 +89,7 @@ class Turns:
 
     def gaps_ms(self) -> list[float]:
         """The service's p50 at concurrency 1 minus raw ORT's batch-1 p50, round by round."""
-        return [turn.service_c1_p50_ms - turn.raw_batch1_p50_ms for turn in self.rounds]
+        return [turn.gap_ms for turn in self.rounds]
 
     def gap_ms(self) -> float:
         """The median of the rounds' gaps."""

@@ -99,9 +99,7 @@ def markdown(model: str, turns: Turns) -> list[str]:
     for index, turn in enumerate(turns.rounds, 1):
         cells = [f"{index}", f"{turn.raw_images_per_s:,.1f}"]
         for route in PEAK_ROUTES:
-            rate = turn.service_images_per_s[route]
-            cells += [f"{rate:,.1f}", f"{rate / turn.raw_images_per_s:.2f}"]
-        gap = turn.service_c1_p50_ms - turn.raw_batch1_p50_ms
-        cells += [f"{turn.raw_batch1_p50_ms:.2f}", f"{turn.service_c1_p50_ms:.2f}", f"{gap:.2f}"]
+            cells += [f"{turn.service_images_per_s[route]:,.1f}", f"{turn.ratio(route):.2f}"]
+        cells += [f"{turn.raw_batch1_p50_ms:.2f}", f"{turn.service_c1_p50_ms:.2f}", f"{turn.gap_ms:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return [*lines, ""]
