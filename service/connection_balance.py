@@ -120,7 +120,9 @@ class ConnectionBalance:
 
     def _fewest(self) -> str | None:
         """The sibling with the fewest connections, counting those sent to it and not taken in yet, when it has
-        fewer than this worker."""
+        fewer than this worker. A worker holding none keeps the connection without listing the folder."""
+        if self._count == 0:
+            return None
         best: str | None = None
         fewest = self._count
         owed = {}
