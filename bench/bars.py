@@ -8,8 +8,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from bench.kinds import PEAK_ROUTES, ROUTE_NAMES, SERVER_NAMES, Route
+from bench.pairs import Spec, find
 from bench.preprocess_bench import PreprocessResult
-from bench.results import PEAK_ROUTES, ROUTE_NAMES, SERVER_NAMES, Bar, ModelResult, Route, ServerKind
+from bench.results import Bar, ModelResult
 from loadtest.results import StepReport
 
 
@@ -92,29 +94,31 @@ def _tiny_cnn(model: ModelResult) -> list[Bar]:
     return bars
 
 
-def _ratio_at(model: ModelResult, route: Route, reference: ServerKind, concurrency: int) -> tuple[float | None, str]:
-    """The service's images/s over ``reference``'s at ``concurrency`` users, and the figures behind it."""
-    ours = model.at("service", route, concurrency)
-    theirs = model.at(reference, route, concurrency)
-    if ours is None or theirs is None:
-        return None, "-"
-    return ours.images_per_s / theirs.images_per_s, f"{ours.images_per_s:,.0f} vs {theirs.images_per_s:,.0f} img/s"
+def _in_turns(model: ModelResult, spec: Spec, name: str, target: str, threshold: float) -> Bar:
+    """A bar from the rounds in which the service and a reference server took turns (``bench.pairs``): the median
+    round's figures and every round's ratio; not measured when no round ran. At concurrency 1 lower is better."""
+    pairing = find(model.pairs, spec)
+    higher = spec[2] != 1
+    if pairing is None:
+        return _bar(name, "-", target, None, threshold, higher)
+    middle = pairing.median_round()
+    ours, theirs = pairing.service[middle], pairing.theirs[middle]
+    figures = f"{ours:.2f} vs {theirs:.2f} ms" if spec[2] == 1 else f"{ours:,.0f} vs {theirs:,.0f} img/s"
+    rounds = " · ".join(f"{ratio:.2f}" for ratio in pairing.ratios())
+    return _bar(name, f"{figures} (median round; rounds {rounds})", target, pairing.ratio(), threshold, higher)
 
 
 def _lenet5(model: ModelResult) -> list[Bar]:
-    """The default model at default settings: against the plain endpoint and the bare ASGI ceiling, both routes."""
-    bars = []
-    ratio, measured = _ratio_at(model, "tensor", "baseline", 64)
-    bars.append(_bar("LeNet-5 v2 binary, c=64: service / plain FastAPI", measured, ">= 2.5", ratio, 2.5))
-    ratio, measured = _ratio_at(model, "tensor", "bare", 64)
-    bars.append(_bar("LeNet-5 v2 binary, c=64: service / bare ASGI", measured, ">= 0.85", ratio, 0.85))
-    ratio, measured = _ratio_at(model, "image", "baseline", 64)
-    bars.append(_bar("LeNet-5 REST PNG, c=64: service / plain FastAPI + Pillow", measured, ">= 1.5", ratio, 1.5))
-    ours, theirs = model.at("service", "image", 1), model.at("baseline", "image", 1)
-    ratio = _p50_ms(ours) / _p50_ms(theirs) if ours and theirs else None
-    measured = f"{_p50_ms(ours):.2f} vs {_p50_ms(theirs):.2f} ms" if ours and theirs else "-"
-    bars.append(_bar("LeNet-5 REST PNG, c=1: service p50 / plain p50", measured, "<= 1.0", ratio, 1.0, higher=False))
-    return bars
+    """The default model at default settings: against the plain endpoint and the bare ASGI ceiling, both routes,
+    each measured in turns with the server it is divided by."""
+    return [
+        _in_turns(model, ("baseline", "tensor", 64), "LeNet-5 v2 binary, c=64: service / plain FastAPI", ">= 2.5", 2.5),
+        _in_turns(model, ("bare", "tensor", 64), "LeNet-5 v2 binary, c=64: service / bare ASGI", ">= 0.85", 0.85),
+        _in_turns(
+            model, ("baseline", "image", 64), "LeNet-5 REST PNG, c=64: service / plain FastAPI + Pillow", ">= 1.5", 1.5
+        ),
+        _in_turns(model, ("baseline", "image", 1), "LeNet-5 REST PNG, c=1: service p50 / plain p50", "<= 1.0", 1.0),
+    ]
 
 
 def summarise_bars(models: Mapping[str, ModelResult], preprocess: PreprocessResult) -> tuple[Bar, ...]:

@@ -11,7 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
 from bench.int8 import markdown as int8_markdown  # noqa: E402
-from bench.results import GRPC_ROUTES, ROUTE_NAMES, SERVER_NAMES, BenchResults, ModelResult, Route  # noqa: E402
+from bench.kinds import GRPC_ROUTES, ROUTE_NAMES, SERVER_NAMES, Route  # noqa: E402
+from bench.pairs import markdown as pairs_markdown  # noqa: E402
+from bench.results import BenchResults, ModelResult  # noqa: E402
 from bench.turns import markdown as turns_markdown  # noqa: E402
 from loadtest.results import StepReport  # noqa: E402
 
@@ -136,6 +138,7 @@ def markdown(results: BenchResults) -> str:
     for model, result in results.models.items():
         out += [f"### {model}", "", *_model_table(result), ""]
     for model, result in results.models.items():
+        out += pairs_markdown(model, result.pairs) if result.pairs else []
         service = result.servers.get("service")
         out += turns_markdown(model, service.turns) if service and service.turns else []
     for model, result in results.models.items():

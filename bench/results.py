@@ -12,33 +12,12 @@ from typing import Any, Literal
 
 from bench.client_cost import ClientCost
 from bench.int8 import Int8Result
+from bench.kinds import Route, ServerKind
 from bench.machine import Machine
+from bench.pairs import Pairing
 from bench.preprocess_bench import PreprocessResult
 from bench.raw_ort import RawOrt
 from loadtest.results import ClosedLoad, StepReport, SweepReport
-
-ServerKind = Literal["baseline", "bare", "service"]
-#: What a sweep sends: v2 binary tensors, REST images, v2 binary tensors of 32 rows per request, or v2 tensors over
-#: gRPC (unary ``ModelInfer``, or ``ModelStreamInfer`` streams).
-Route = Literal["tensor", "image", "tensor_batch32", "grpc", "grpc_stream"]
-SERVER_NAMES: dict[ServerKind, str] = {
-    "baseline": "plain FastAPI",
-    "bare": "bare ASGI, ORT inline, 1 worker/CPU",
-    "service": "service (default settings)",
-}
-ROUTE_NAMES: dict[Route, str] = {
-    "tensor": "v2 binary tensor",
-    "image": "REST image",
-    "tensor_batch32": "v2 binary, 32 rows/request",
-    "grpc": "v2 gRPC unary",
-    "grpc_stream": "v2 gRPC stream",
-}
-#: The gRPC routes, each compared with HTTP v2 binary ("tensor") at the same concurrencies.
-GRPC_ROUTES: tuple[Route, ...] = ("grpc", "grpc_stream")
-#: The service's routes measured fully loaded in each round of turns with raw ORT (``bench.turns``), and the one
-#: measured at concurrency 1.
-PEAK_ROUTES: tuple[Route, ...] = ("tensor", "image")
-LONE_ROUTE: Route = "tensor"
 
 
 @dataclass(frozen=True)
@@ -133,6 +112,7 @@ class ModelResult:
 
     raw: RawOrt
     servers: dict[ServerKind, ServerRuns | None]
+    pairs: tuple[Pairing, ...] = ()  # the service and a reference server in turns, for a model in ``PAIRINGS``
 
     def steps(self, kind: ServerKind, route: Route) -> list[StepReport]:
         """The steps of one sweep that completed requests (empty when the sweep did not run)."""
@@ -151,7 +131,10 @@ class ModelResult:
 
     def to_dict(self) -> dict[str, Any]:
         servers = {kind: runs.to_dict() if runs else {} for kind, runs in self.servers.items()}
-        return {"raw": self.raw.to_dict(), "servers": servers}
+        data: dict[str, Any] = {"raw": self.raw.to_dict(), "servers": servers}
+        if self.pairs:
+            data["pairs"] = [pairing.to_dict() for pairing in self.pairs]
+        return data
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -17,12 +18,12 @@ import time
 from pathlib import Path
 from typing import TypeVar
 
-from bench import client_cost, images, int8, machine, models, preprocess_bench, servers, suite
+from bench import client_cost, context, images, int8, machine, models, preprocess_bench, servers, side_by_side, suite
 from bench.bars import summarise_bars
 from bench.client_cost import ClientCost
 from bench.preprocess_bench import PreprocessResult
 from bench.report import markdown, plot_results
-from bench.results import BenchResults, Pinning
+from bench.results import BenchResults, ModelResult, Pinning
 from loadtest.http import Endpoint
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
         help="where to copy the Markdown (default: bench/RESULTS.md, and only after a run of every model and server)",
     )
     p.add_argument(
-        "--servers", default=",".join(suite.SERVERS), help="comma-separated subset of " + ", ".join(suite.SERVERS)
+        "--servers", default=",".join(context.SERVERS), help="comma-separated subset of " + ", ".join(context.SERVERS)
     )
     p.add_argument("--pin", action="store_true", help="load generator on the last CPU, servers and raw ORT on the rest")
     return p
@@ -60,15 +61,15 @@ def _cpus(pin: bool) -> tuple[set[int] | None, set[int] | None]:
     return set(usable[:-1]), {usable[-1]}
 
 
-def _preprocess(ctx: suite.Context) -> PreprocessResult:
+def _preprocess(ctx: context.Context) -> PreprocessResult:
     folder = images.image_folder(ctx.out, "resnet18")
     jpegs = [p.read_bytes() for p in sorted(folder.glob("*.jpg"))]
     result = preprocess_bench.measure(ctx.repository / "resnet18", jpegs, ctx.profile.preprocess_s)
-    suite.say(f"[preprocess] {result.images_per_cpu_s:,.0f} images per CPU-second, 224x224 JPEG")
+    context.say(f"[preprocess] {result.images_per_cpu_s:,.0f} images per CPU-second, 224x224 JPEG")
     return result
 
 
-def _client_cost(ctx: suite.Context) -> ClientCost:
+def _client_cost(ctx: context.Context) -> ClientCost:
     server = servers.service(ctx.repository, "lenet5_digits", {}, ctx.out / "logs" / "client-cost.log", ctx.server_cpus)
     try:
         ctx.affinity(ctx.client_cpus)
@@ -79,20 +80,26 @@ def _client_cost(ctx: suite.Context) -> ClientCost:
     finally:
         server.stop()
     for name, run in result.clients.items():
-        suite.say(f"[client cost] {name:<30} {run.cpu_us_per_request:6.0f} us CPU per request")
+        context.say(f"[client cost] {name:<30} {run.cpu_us_per_request:6.0f} us CPU per request")
     return result
 
 
-def _int8(ctx: suite.Context, chosen: tuple[str, ...]) -> tuple[int8.Int8Result, ...]:
+def _int8(ctx: context.Context, chosen: tuple[str, ...]) -> tuple[int8.Int8Result, ...]:
     """FP32 against INT8 in raw ORT (bench.int8), on the servers' CPUs like the raw ORT measurements."""
     ctx.affinity(ctx.server_cpus)
     results = int8.measure_all(ctx.repository, ctx.out, chosen, ctx.profile.int8_runs)
     for r in results:
-        suite.say(
+        context.say(
             f"[int8] {r.model}: INT8 {r.speed['int8_speedup']:.2f}x FP32's speed at batch {r.speed['batch']}, "
             f"{r.int8_bytes:,} vs {r.fp32_bytes:,} bytes, top-1 agreement {r.agreement:.2%} ({r.seconds:.0f} s)"
         )
     return results
+
+
+def _bench_model(ctx: context.Context, model: str) -> ModelResult:
+    """Every measurement of one model: raw ORT, each server's sweeps, then its comparisons in turns."""
+    result = suite.bench_model(ctx, model)
+    return dataclasses.replace(result, pairs=side_by_side.measure(ctx, model))
 
 
 def _subset(p: argparse.ArgumentParser, text: str, allowed: tuple[Name, ...], what: str) -> tuple[Name, ...]:
@@ -108,9 +115,9 @@ def _subset(p: argparse.ArgumentParser, text: str, allowed: tuple[Name, ...], wh
 def main(argv: list[str] | None = None) -> int:
     p = _parser()
     args = p.parse_args(argv)
-    profile = suite.FULL if args.full else suite.QUICK
+    profile = context.FULL if args.full else context.QUICK
     chosen = _subset(p, args.models, ALL_MODELS, "model(s)")
-    kinds = _subset(p, args.servers, suite.SERVERS, "server(s)")
+    kinds = _subset(p, args.servers, context.SERVERS, "server(s)")
     server_cpus, client_cpus = _cpus(args.pin)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -118,16 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     t0 = time.monotonic()
     cpus, load = description.usable_cpus, description.load_average
-    suite.say(f"bench --{profile.name}: {description.cpu_model}, CPUs {cpus}, load average {load}")
+    context.say(f"bench --{profile.name}: {description.cpu_model}, CPUs {cpus}, load average {load}")
     repository = models.ensure_repository(
         out / "models", tuple(dict.fromkeys(("resnet18", *chosen))), out / "export.log"
     )
     # The time budget starts after the (one-time) exports.
-    ctx = suite.Context(profile, out, repository, server_cpus, client_cpus, kinds)
+    ctx = context.Context(profile, out, repository, server_cpus, client_cpus, kinds)
     pinning = Pinning(sorted(server_cpus) if server_cpus else "all", sorted(client_cpus) if client_cpus else "all")
     preprocess = _preprocess(ctx)
     cost = _client_cost(ctx) if "lenet5_digits" in chosen else None
-    measured = {model: suite.bench_model(ctx, model) for model in chosen}
+    measured = {model: _bench_model(ctx, model) for model in chosen}
     quantized = _int8(ctx, chosen)
     results = BenchResults(
         command="python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -146,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.json").write_text(json.dumps(results.to_dict(), indent=2) + "\n")
     text = markdown(results)
     (out / "results.md").write_text(text)
-    complete = set(chosen) == set(ALL_MODELS) and set(kinds) == set(suite.SERVERS) and not ctx.skipped
+    complete = set(chosen) == set(ALL_MODELS) and set(kinds) == set(context.SERVERS) and not ctx.skipped
     copy = args.results_md or (REPO_ROOT / "bench" / "RESULTS.md" if complete else None)
     if copy is not None:
         copy.write_text(text)

@@ -9,14 +9,14 @@ bytes for every server; a time budget skips what no longer fits, and says so in 
 from __future__ import annotations
 
 import os
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import onnxruntime as ort
 
 from bench import images, models, raw_ort, servers, turns
-from bench.results import GRPC_ROUTES, PEAK_ROUTES, ROUTE_NAMES, ModelResult, Route, ServerKind, ServerRuns, Turns
+from bench.context import Context, say
+from bench.kinds import GRPC_ROUTES, PEAK_ROUTES, ROUTE_NAMES, Route, ServerKind
+from bench.results import ModelResult, ServerRuns, Turns
 from loadtest.grpc_payloads import grpc_workload
 from loadtest.grpc_target import GrpcTarget
 from loadtest.http import Endpoint
@@ -25,9 +25,6 @@ from loadtest.results import StepReport, SweepReport
 from loadtest.runner import Plan, run_sweep
 from loadtest.transport import Transport
 
-#: The plain FastAPI endpoint, the bare ASGI ceiling, and the service at its default settings: only those, since a
-#: tuned profile that beat the default would mean the default is wrong.
-SERVERS: tuple[ServerKind, ...] = ("baseline", "bare", "service")
 #: The small CNN's client-side batching check: rows per request, and the concurrencies tried.
 CLIENT_BATCH = 32
 CLIENT_BATCH_CONCURRENCY = (1, 4)
@@ -40,58 +37,7 @@ MIN_SERVER_S = 15.0
 
 
 @dataclass(frozen=True)
-class Profile:
-    """How long each measurement runs; ``budget_s`` bounds the whole suite."""
-
-    name: str
-    step_s: float
-    warmup_s: float
-    raw_point_s: float
-    preprocess_s: float
-    client_cost_requests: int
-    budget_s: float
-    raw_min_runs: int
-    concurrency: tuple[int, ...] = (1, 4, 16, 64)
-    turn_rounds: int = 3  # rounds of the service against raw ORT in turns (bench.turns)
-    int8_runs: int = 10  # timed runs of each model in the FP32-against-INT8 comparison (bench.int8)
-
-
-QUICK = Profile("quick", 0.6, 0.15, 0.2, 1.0, 600, 165.0, 2)
-FULL = Profile("full", 3.0, 0.8, 1.0, 3.0, 4000, 585.0, 3, int8_runs=20, turn_rounds=5)
-
-
-@dataclass
-class Context:
-    """What every part of a run shares: where things go, which CPUs do what, and the clock."""
-
-    profile: Profile
-    out: Path
-    repository: Path
-    server_cpus: set[int] | None
-    client_cpus: set[int] | None
-    kinds: tuple[ServerKind, ...] = SERVERS
-    started: float = field(default_factory=time.monotonic)
-    skipped: list[str] = field(default_factory=list)
-
-    def time_left(self) -> float:
-        return self.profile.budget_s - (time.monotonic() - self.started)
-
-    def affinity(self, cpus: set[int] | None) -> None:
-        """Run this (bench) process on ``cpus`` from now on; None leaves it alone."""
-        if cpus:
-            os.sched_setaffinity(0, cpus)
-
-
-_T0 = time.monotonic()
-
-
-def say(message: str) -> None:
-    """A progress line, stamped with seconds since the suite started."""
-    print(f"[{time.monotonic() - _T0:6.1f} s] {message}", flush=True)
-
-
-@dataclass(frozen=True)
-class _Route:
+class RouteLoad:
     """What one sweep sends, and where (None: HTTP to the server's URL)."""
 
     route: Route
@@ -99,8 +45,8 @@ class _Route:
     transport: Transport | None = None
 
 
-def _sweep(
-    ctx: Context, server: servers.Server, model: str, route: _Route, loads: tuple[int, ...], metrics: bool
+def sweep(
+    ctx: Context, server: servers.Server, model: str, route: RouteLoad, loads: tuple[int, ...], metrics: bool
 ) -> SweepReport:
     plan = Plan(
         Endpoint.from_url(server.url),
@@ -130,8 +76,8 @@ def _sweep(
     return report
 
 
-def _start(ctx: Context, kind: ServerKind, model: str) -> servers.Server:
-    log = ctx.out / "logs" / f"{model}-{kind}.log"
+def start_server(ctx: Context, kind: ServerKind, model: str, tag: str = "") -> servers.Server:
+    log = ctx.out / "logs" / f"{model}-{kind}{tag}.log"
     if kind == "baseline":
         return servers.baseline(ctx.repository / model, log, ctx.server_cpus)
     if kind == "bare":
@@ -139,24 +85,28 @@ def _start(ctx: Context, kind: ServerKind, model: str) -> servers.Server:
     return servers.service(ctx.repository, model, {}, log, ctx.server_cpus)
 
 
-def _routes(ctx: Context, kind: ServerKind, server: servers.Server, model: str) -> dict[Route, _Route]:
+def routes_of(ctx: Context, kind: ServerKind, server: servers.Server, model: str) -> dict[Route, RouteLoad]:
     endpoint = Endpoint.from_url(server.url)
     metadata = models.v2_metadata(ctx.repository, model)
-    routes: dict[Route, _Route] = {"tensor": _Route("tensor", v2_workload(endpoint, model, metadata))}
+    routes: dict[Route, RouteLoad] = {"tensor": RouteLoad("tensor", v2_workload(endpoint, model, metadata))}
     if kind == "bare":  # the reference for the tensor path only
         return routes
-    routes["image"] = _Route("image", rest_workload(endpoint, model, load_images(images.image_folder(ctx.out, model))))
+    routes["image"] = RouteLoad(
+        "image", rest_workload(endpoint, model, load_images(images.image_folder(ctx.out, model)))
+    )
     if model == "tiny_cnn":
-        routes["tensor_batch32"] = _Route("tensor_batch32", v2_workload(endpoint, model, metadata, batch=CLIENT_BATCH))
+        routes["tensor_batch32"] = RouteLoad(
+            "tensor_batch32", v2_workload(endpoint, model, metadata, batch=CLIENT_BATCH)
+        )
     if kind == "service" and model == GRPC_MODEL and server.grpc_port:  # 0: launched without a gRPC port
         for route in GRPC_ROUTES:
             target = GrpcTarget("127.0.0.1", server.grpc_port, streaming=route == "grpc_stream")
-            routes[route] = _Route(route, grpc_workload(model, metadata), target)
+            routes[route] = RouteLoad(route, grpc_workload(model, metadata), target)
     return routes
 
 
 def _turns(
-    ctx: Context, server: servers.Server, model: str, sent: dict[Route, _Route], sweeps: dict[Route, SweepReport],
+    ctx: Context, server: servers.Server, model: str, sent: dict[Route, RouteLoad], sweeps: dict[Route, SweepReport],
     raw: raw_ort.RawOrt,
 ) -> Turns | None:  # fmt: skip
     """The service (fully loaded on each route, and at c=1) and raw ORT's best, in turns; None for a model not in
@@ -176,7 +126,7 @@ def _turns(
         return point
 
     def service_step(route: Route, users: int) -> StepReport:
-        return _sweep(ctx, server, model, sent[route], (users,), metrics=False).steps[0]
+        return sweep(ctx, server, model, sent[route], (users,), metrics=False).steps[0]
 
     need = (len(PEAK_ROUTES) + 1) * (ctx.profile.step_s + ctx.profile.warmup_s + 1.0) + 4 * ctx.profile.step_s
     say(f"[{model}] the service and raw ONNX Runtime in turns")
@@ -202,10 +152,10 @@ def bench_server(ctx: Context, kind: ServerKind, model: str, raw: raw_ort.RawOrt
     if ctx.time_left() < MIN_SERVER_S:
         ctx.skipped.append(f"{model} {kind}: the time budget is spent ({ctx.time_left():.0f} s left)")
         return None
-    server = _start(ctx, kind, model)
+    server = start_server(ctx, kind, model)
     try:
         sweeps: dict[Route, SweepReport] = {}
-        routes = _routes(ctx, kind, server, model)
+        routes = routes_of(ctx, kind, server, model)
         for route, sent in routes.items():
             loads = CLIENT_BATCH_CONCURRENCY if route == "tensor_batch32" else ctx.profile.concurrency
             need = len(loads) * (ctx.profile.step_s + ctx.profile.warmup_s + 1.0)
@@ -213,14 +163,19 @@ def bench_server(ctx: Context, kind: ServerKind, model: str, raw: raw_ort.RawOrt
                 left = max(0.0, ctx.time_left())
                 ctx.skipped.append(f"{model} {kind} {route}: {left:.0f} s left of the time budget, {need:.0f} s needed")
                 continue
-            sweeps[route] = _sweep(ctx, server, model, sent, loads, metrics=kind == "service")
+            sweeps[route] = sweep(ctx, server, model, sent, loads, metrics=kind == "service")
         memory = servers.memory_mib(server.process.pid)
         taken = _turns(ctx, server, model, routes, sweeps, raw) if kind == "service" and raw is not None else None
         return ServerRuns(sweeps, memory, taken)
     finally:
-        code = server.stop()
-        if code not in (0, -15):
-            ctx.skipped.append(f"{model} {kind}: the server exited with {code}; see {server.log_path}")
+        stop_server(ctx, server, f"{model} {kind}")
+
+
+def stop_server(ctx: Context, server: servers.Server, what: str) -> None:
+    """Stop a server; one that did not exit cleanly is named under "Skipped", with its log."""
+    code = server.stop()
+    if code not in (0, -15):
+        ctx.skipped.append(f"{what}: the server exited with {code}; see {server.log_path}")
 
 
 def bench_model(ctx: Context, model: str) -> ModelResult:

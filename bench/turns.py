@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from bench.kinds import LONE_ROUTE, PEAK_ROUTES, ROUTE_NAMES, Route
 from bench.raw_ort import RawPoint
-from bench.results import LONE_ROUTE, PEAK_ROUTES, ROUTE_NAMES, Route, Turn, Turns
+from bench.results import Turn, Turns
 from loadtest.results import ClosedLoad, StepReport, SweepReport
 
 #: ``raw()``: raw ORT at one batch size with one setting.

@@ -7,9 +7,10 @@ from collections import Counter
 import pytest
 
 from bench.bars import summarise_bars
+from bench.kinds import Route
 from bench.preprocess_bench import PreprocessResult
 from bench.raw_ort import BATCH_SIZES, RawOrt, RawPoint, SettingRuns, ThreadSetting
-from bench.results import ModelResult, Route, ServerRuns, Turn, Turns
+from bench.results import ModelResult, ServerRuns, Turn, Turns
 from bench.turns import full_load, markdown, take_turns
 from loadtest.report import summarise
 from loadtest.results import ClosedLoad, Latency, StepReport, SweepReport, Target
