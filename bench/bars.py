@@ -6,39 +6,30 @@ Every figure is read from the results the run just measured; nothing is typed in
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
-from bench.kinds import PEAK_ROUTES, ROUTE_NAMES, SERVER_NAMES, Route
+from bench.kinds import PEAK_ROUTES, ROUTE_NAMES
 from bench.pairs import Spec, find
 from bench.preprocess_bench import PreprocessResult
 from bench.results import Bar, ModelResult
-from loadtest.results import StepReport
-
-
-@dataclass(frozen=True)
-class _Best:
-    """The service's step, and the server's name, for the bar's "measured" column."""
-
-    server: str
-    step: StepReport
-
-
-def _best_service(model: ModelResult, route: Route, concurrency: int | None = None) -> _Best | None:
-    """The service (default settings) at its peak, or at ``concurrency`` users."""
-    step = model.peak("service", route) if concurrency is None else model.at("service", route, concurrency)
-    return _Best(SERVER_NAMES["service"], step) if step is not None else None
-
-
-def _p50_ms(step: StepReport) -> float:
-    """The client's p50 of a step that completed requests (``ModelResult.steps`` keeps only those)."""
-    if step.latency is None:
-        raise ValueError(f"step {step.load.label} completed no request, so it has no p50")
-    return step.latency.p50_ms
 
 
 def _bar(name: str, measured: str, target: str, ratio: float | None, threshold: float, higher: bool = True) -> Bar:
     met = None if ratio is None else (ratio >= threshold if higher else ratio <= threshold)
     return Bar(name, measured, target, ratio, met)
+
+
+def _in_turns(model: ModelResult, spec: Spec, name: str, target: str, threshold: float) -> Bar:
+    """A bar from the rounds in which the service and a reference server took turns (``bench.pairs``): the median
+    round's figures and every round's ratio; not measured when no round ran. At concurrency 1 lower is better."""
+    pairing = find(model.pairs, spec)
+    higher = spec[2] != 1
+    if pairing is None:
+        return _bar(name, "-", target, None, threshold, higher)
+    middle = pairing.median_round()
+    ours, theirs = pairing.service[middle], pairing.theirs[middle]
+    figures = f"{ours:.2f} vs {theirs:.2f} ms" if spec[2] == 1 else f"{ours:,.0f} vs {theirs:,.0f} img/s"
+    rounds = " · ".join(f"{ratio:.2f}" for ratio in pairing.ratios())
+    return _bar(name, f"{figures} (median round; rounds {rounds})", target, pairing.ratio(), threshold, higher)
 
 
 def _resnet18(model: ModelResult) -> list[Bar]:
@@ -68,44 +59,20 @@ def _resnet18(model: ModelResult) -> list[Bar]:
 
 
 def _tiny_cnn(model: ModelResult) -> list[Bar]:
-    """An overhead-bound model: the service against the plain FastAPI endpoint, and client-side batches."""
+    """An overhead-bound model: the service against the plain FastAPI endpoint (in turns), and client-side
+    batches against raw ORT."""
     raw = model.raw
-    bars = []
-    base64_ = model.at("baseline", "tensor", 64)
-    best = _best_service(model, "tensor")
-    ratio = best.step.images_per_s / base64_.images_per_s if best and base64_ else None
-    ceiling = raw.best_images_per_s / base64_.images_per_s if base64_ else None
-    measured = (
-        f"{best.step.images_per_s:,.0f} ({best.server}) vs {base64_.images_per_s:,.0f} img/s; raw best / baseline "
-        f"= {ceiling:.2f}"
-        if best and base64_ and ceiling
-        else "-"
-    )
-    bars.append(_bar("small CNN tensor: service peak / plain FastAPI at c=64", measured, ">= 2.5", ratio, 2.5))
-    base1 = model.at("baseline", "tensor", 1)
-    c1 = _best_service(model, "tensor", concurrency=1)
-    ratio = _p50_ms(c1.step) / _p50_ms(base1) if c1 and base1 else None
-    measured = f"{_p50_ms(c1.step):.2f} vs {_p50_ms(base1):.2f} ms" if c1 and base1 else "-"
-    bars.append(_bar("small CNN c=1: service p50 / plain FastAPI p50", measured, "<= 1.0", ratio, 1.0, higher=False))
-    best = _best_service(model, "tensor_batch32")
-    ratio = best.step.images_per_s / raw.batch32_images_per_s if best else None
-    measured = f"{best.step.images_per_s:,.0f} vs raw b32 {raw.batch32_images_per_s:,.0f} img/s" if best else "-"
+    bars = [
+        _in_turns(
+            model, ("baseline", "tensor", 64), "small CNN v2 binary, c=64: service / plain FastAPI", ">= 2.5", 2.5
+        ),
+        _in_turns(model, ("baseline", "tensor", 1), "small CNN v2 binary, c=1: service p50 / plain p50", "<= 1.0", 1.0),
+    ]
+    best = model.peak("service", "tensor_batch32")
+    ratio = best.images_per_s / raw.batch32_images_per_s if best else None
+    measured = f"{best.images_per_s:,.0f} vs raw b32 {raw.batch32_images_per_s:,.0f} img/s" if best else "-"
     bars.append(_bar("small CNN, 32 rows/request: service / raw ORT batch 32", measured, ">= 0.8", ratio, 0.8))
     return bars
-
-
-def _in_turns(model: ModelResult, spec: Spec, name: str, target: str, threshold: float) -> Bar:
-    """A bar from the rounds in which the service and a reference server took turns (``bench.pairs``): the median
-    round's figures and every round's ratio; not measured when no round ran. At concurrency 1 lower is better."""
-    pairing = find(model.pairs, spec)
-    higher = spec[2] != 1
-    if pairing is None:
-        return _bar(name, "-", target, None, threshold, higher)
-    middle = pairing.median_round()
-    ours, theirs = pairing.service[middle], pairing.theirs[middle]
-    figures = f"{ours:.2f} vs {theirs:.2f} ms" if spec[2] == 1 else f"{ours:,.0f} vs {theirs:,.0f} img/s"
-    rounds = " · ".join(f"{ratio:.2f}" for ratio in pairing.ratios())
-    return _bar(name, f"{figures} (median round; rounds {rounds})", target, pairing.ratio(), threshold, higher)
 
 
 def _lenet5(model: ModelResult) -> list[Bar]:

@@ -32,8 +32,8 @@ class Profile:
     int8_runs: int = 10  # timed runs of each model in the FP32-against-INT8 comparison (bench.int8)
 
 
-QUICK = Profile("quick", 0.6, 0.15, 0.2, 1.0, 600, 200.0, 2)
-FULL = Profile("full", 3.0, 0.8, 1.0, 3.0, 4000, 780.0, 3, int8_runs=20, turn_rounds=5)
+QUICK = Profile("quick", 0.6, 0.15, 0.2, 1.0, 600, 240.0, 2)
+FULL = Profile("full", 3.0, 0.8, 1.0, 3.0, 4000, 900.0, 3, int8_runs=20, turn_rounds=5)
 
 
 @dataclass

@@ -35,6 +35,7 @@ PAIRINGS: dict[str, tuple[Spec, ...]] = {
         ("baseline", "image", 64),
         ("baseline", "image", 1),
     ),
+    "tiny_cnn": (("baseline", "tensor", 64), ("baseline", "tensor", 1)),
 }
 
 

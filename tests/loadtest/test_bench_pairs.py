@@ -7,10 +7,14 @@ from collections import Counter
 
 import pytest
 
+from bench.bars import summarise_bars
 from bench.kinds import Route, ServerKind
 from bench.pairs import PAIRINGS, Pairing, Spec, find, markdown, take_pairs
+from bench.preprocess_bench import PreprocessResult
+from bench.raw_ort import BATCH_SIZES, RawOrt, RawPoint, SettingRuns, ThreadSetting
+from bench.results import ModelResult
 from loadtest.report import summarise
-from loadtest.results import ClosedLoad, StepReport
+from loadtest.results import ClosedLoad, Latency, StepReport
 from loadtest.step_result import StepResult
 
 SPECS: tuple[Spec, ...] = (("bare", "tensor", 64), ("baseline", "image", 1))
@@ -65,13 +69,17 @@ def test_a_server_that_answers_nothing_is_an_error_not_a_ratio_of_zero() -> None
         take_pairs(1, SPECS, measure, lambda: True)
 
 
-def test_the_default_model_compares_every_bar_it_has_in_turns() -> None:
-    assert PAIRINGS["lenet5_digits"] == (
-        ("baseline", "tensor", 64),
-        ("bare", "tensor", 64),
-        ("baseline", "image", 64),
-        ("baseline", "image", 1),
-    )
+@pytest.mark.parametrize("model", sorted(PAIRINGS))
+def test_each_comparison_measured_in_turns_is_read_by_exactly_one_bar(model: str) -> None:
+    setting = ThreadSetting(2, True)
+    runs = SettingRuns(setting, tuple(RawPoint(b, 10, 1000.0, Latency(*[0.1] * 6)) for b in BATCH_SIZES))
+    raw = RawOrt((runs,), runs, 1000.0, 8, 1000.0, 0.1, 100.0)
+    specs = PAIRINGS[model]
+    # Each comparison gets a ratio of its own (2, 3, 4, ...), so a bar shows which one it read.
+    pairings = tuple(Pairing(*spec, (float(i + 2),), (1.0,)) for i, spec in enumerate(specs))
+    bars = summarise_bars({model: ModelResult(raw, {}, pairings)}, PreprocessResult(1, 1.0, 1.0, 1, [1]))
+    read = sorted(bar.ratio for bar in bars if "median round" in bar.measured)
+    assert read == [float(i + 2) for i in range(len(specs))]
 
 
 def test_the_rounds_are_reported_in_markdown_and_kept_in_results_json() -> None:

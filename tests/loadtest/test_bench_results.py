@@ -63,6 +63,10 @@ def _tiny_cnn() -> ModelResult:
             ),
             "bare": None,  # skipped for time
         },
+        pairs=(
+            Pairing("baseline", "tensor", 64, (5000.0, 4000.0, 6000.0), (2000.0, 2000.0, 2000.0)),
+            Pairing("baseline", "tensor", 1, (0.4, 0.6), (0.5, 0.5)),
+        ),
     )
 
 
@@ -112,12 +116,13 @@ def test_without_rounds_in_turns_the_default_models_bars_are_not_measured() -> N
 
 def test_bars_are_ratios_of_the_typed_figures() -> None:
     bars = {bar.name: bar for bar in summarise_bars({"tiny_cnn": _tiny_cnn()}, PREPROCESS)}
-    versus_baseline = bars["small CNN tensor: service peak / plain FastAPI at c=64"]
+    versus_baseline = bars["small CNN v2 binary, c=64: service / plain FastAPI"]
     assert versus_baseline.ratio == pytest.approx(5000 / 2000)
     assert versus_baseline.met is True
-    assert versus_baseline.measured == "5,000 (service (default settings)) vs 2,000 img/s; raw best / baseline = 4.50"
-    idle = bars["small CNN c=1: service p50 / plain FastAPI p50"]
-    assert idle.ratio == pytest.approx(0.4 / 0.5)
+    assert versus_baseline.measured == "5,000 vs 2,000 img/s (median round; rounds 2.50 · 2.00 · 3.00)"
+    idle = bars["small CNN v2 binary, c=1: service p50 / plain p50"]
+    assert idle.ratio == pytest.approx((0.8 + 1.2) / 2)  # the median of an even count of rounds
+    assert idle.measured == "0.40 vs 0.50 ms (median round; rounds 0.80 · 1.20)"
     assert idle.met is True
     batch32 = bars["small CNN, 32 rows/request: service / raw ORT batch 32"]
     assert batch32.ratio == pytest.approx(16000 / 20000)
@@ -163,7 +168,15 @@ def test_results_json_keeps_its_layout_and_the_markdown_names_the_bars() -> None
     assert raw["best_setting"] == "2 thread(s), spinning on"
     assert "recheck" not in raw
     assert set(data["models"]["tiny_cnn"]["servers"]["service"]) == {"memory_mib", "tensor", "tensor_batch32"}
-    assert data["bars"][0]["bar"] == "small CNN tensor: service peak / plain FastAPI at c=64"
+    assert data["bars"][0]["bar"] == "small CNN v2 binary, c=64: service / plain FastAPI"
+    assert data["models"]["tiny_cnn"]["pairs"][1] == {
+        "reference": "baseline",
+        "route": "tensor",
+        "concurrency": 1,
+        "unit": "p50 ms",
+        "service": [0.4, 0.6],
+        "reference_figures": [0.5, 0.5],
+    }
     text = markdown(results)
     assert "## Performance bars, as ratios within this run" in text
     assert "issue" not in text.lower()
