@@ -38,7 +38,7 @@ pytest: $(VENV)/.dev-installed
 default-model: $(VENV)/.dev-installed  ## Re-train and re-export the committed default model.
 	$(BIN)/python -m export train-digits --out models/
 
-bench: $(VENV)/.dev-installed  ## Benchmark suite, ~3 min (bench/RESULTS.md); BENCH=--full for ~10 min.
+bench: $(VENV)/.dev-installed  ## Benchmark suite, ~3 min (bench/RESULTS.md); BENCH=--full for ~13 min.
 	$(BIN)/python -m bench $(or $(BENCH),--quick)
 
 loadtest: $(VENV)/.dev-installed  ## Load-test a running service: make loadtest ARGS="--concurrency 1,4,16,64"

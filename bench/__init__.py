@@ -1,6 +1,6 @@
 """cnnserve's benchmark suite: raw ONNX Runtime vs a plain FastAPI endpoint vs the service, in one run.
 
-Run ``python -m bench --quick`` (about 3 minutes) or ``python -m bench --full`` (about 10); results land in
+Run ``python -m bench --quick`` (about 3 minutes) or ``python -m bench --full`` (about 13); results land in
 ``reports/bench/`` and the Markdown table is copied to ``bench/RESULTS.md``. Not part of the test suite.
 """
 

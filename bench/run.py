@@ -2,7 +2,7 @@
 
 Examples:
     python -m bench --quick                  # ~3 minutes (plus ~40 s the first time, exporting the models)
-    python -m bench --full --pin             # ~10 minutes; load generator on the last CPU, servers on the rest
+    python -m bench --full --pin             # ~13 minutes; load generator on the last CPU, servers on the rest
     python -m bench --quick --models lenet5_digits
 """
 
@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="short steps, ~3 minutes (the default)")
-    size.add_argument("--full", action="store_true", help="longer steps and more thread settings, ~10 minutes")
+    size.add_argument("--full", action="store_true", help="longer steps and more thread settings, ~13 minutes")
     p.add_argument("--models", default=",".join(ALL_MODELS), help="comma-separated subset of " + ", ".join(ALL_MODELS))
     p.add_argument("--out", type=Path, default=REPO_ROOT / "reports" / "bench", help="results and caches folder")
     p.add_argument(
