@@ -44,8 +44,7 @@ def _resnet18(model: ModelResult) -> list[Bar]:
             bars.append(_bar(name, "-", ">= 0.95", None, 0.95))
             continue
         rounds = " · ".join(f"{ratio:.2f}" for ratio in turns.ratios(route))
-        middle = sorted(turns.rounds, key=lambda turn: turn.ratio(route))
-        turn = middle[len(middle) // 2]
+        turn = turns.median_round(route)
         measured = (
             f"{turn.service_images_per_s[route]:,.1f} vs raw {turn.raw_images_per_s:,.1f} img/s "
             f"(median round; rounds {rounds})"

@@ -31,6 +31,12 @@ class Profile:
     turn_rounds: int = 3  # rounds of the service against raw ORT in turns (bench.turns)
     int8_runs: int = 10  # timed runs of each model in the FP32-against-INT8 comparison (bench.int8)
 
+    @property
+    def load_step_s(self) -> float:
+        """What one load step takes, to check the time budget: its warm-up, its measurement, and about a second of
+        setting up and winding down."""
+        return self.warmup_s + self.step_s + 1.0
+
 
 QUICK = Profile("quick", 0.6, 0.15, 0.2, 1.0, 600, 240.0, 2)
 FULL = Profile("full", 3.0, 0.8, 1.0, 3.0, 4000, 900.0, 3, int8_runs=20, turn_rounds=5)

@@ -50,6 +50,12 @@ def figure(step: StepReport, concurrency: int) -> float:
     return step.latency.p50_ms if concurrency == 1 else step.images_per_s
 
 
+def median_index(values: list[float]) -> int:
+    """The index of the median of ``values`` (the lower middle one of an even count): the round a bar shows."""
+    ranked = sorted(range(len(values)), key=values.__getitem__)
+    return ranked[(len(ranked) - 1) // 2]
+
+
 @dataclass(frozen=True)
 class Pairing:
     """One comparison measured in turns: the service's figure and the reference's, round by round."""
@@ -73,10 +79,8 @@ class Pairing:
         return statistics.median(self.ratios())
 
     def median_round(self) -> int:
-        """The index of the round whose ratio is the median (the lower middle one of an even count)."""
-        ratios = self.ratios()
-        ranked = sorted(range(len(ratios)), key=ratios.__getitem__)
-        return ranked[(len(ranked) - 1) // 2]
+        """The index of the round whose ratio is the median (``median_index``)."""
+        return median_index(self.ratios())
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -14,7 +14,7 @@ from bench.client_cost import ClientCost
 from bench.int8 import Int8Result
 from bench.kinds import Route, ServerKind
 from bench.machine import Machine
-from bench.pairs import Pairing
+from bench.pairs import Pairing, median_index
 from bench.preprocess_bench import PreprocessResult
 from bench.raw_ort import RawOrt
 from loadtest.results import ClosedLoad, StepReport, SweepReport
@@ -65,6 +65,10 @@ class Turns:
     def ratio(self, route: Route) -> float:
         """The median of the rounds' ratios."""
         return statistics.median(self.ratios(route))
+
+    def median_round(self, route: Route) -> Turn:
+        """The round whose ratio on ``route`` is the median (``median_index``)."""
+        return self.rounds[median_index(self.ratios(route))]
 
     def gaps_ms(self) -> list[float]:
         """The service's p50 at concurrency 1 minus raw ORT's batch-1 p50, round by round."""

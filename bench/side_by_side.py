@@ -20,8 +20,7 @@ def measure(ctx: context.Context, model: str) -> tuple[pairs.Pairing, ...]:
     server they need is not in this run, or when the time budget has no room for the warm-up and one round."""
     specs = tuple(spec for spec in pairs.PAIRINGS.get(model, ()) if {"service", spec[0]} <= set(ctx.kinds))
     profile = ctx.profile
-    step_s = profile.step_s + profile.warmup_s + 1.0
-    need = 2 * len(specs) * step_s  # a round's time; the warm-up takes as long
+    need = 2 * len(specs) * profile.load_step_s  # a round's time; the warm-up takes as long
     kinds: tuple[ServerKind, ...] = tuple(dict.fromkeys(("service", *(spec[0] for spec in specs))))
     if not specs or ctx.time_left() < 2 * need + suite.MIN_SERVER_S * len(kinds):
         if specs:

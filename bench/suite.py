@@ -128,7 +128,7 @@ def _turns(
     def service_step(route: Route, users: int) -> StepReport:
         return sweep(ctx, server, model, sent[route], (users,), metrics=False).steps[0]
 
-    need = (len(PEAK_ROUTES) + 1) * (ctx.profile.step_s + ctx.profile.warmup_s + 1.0) + 4 * ctx.profile.step_s
+    need = (len(PEAK_ROUTES) + 1) * ctx.profile.load_step_s + 4 * ctx.profile.step_s
     say(f"[{model}] the service and raw ONNX Runtime in turns")
     rounds = turns.take_turns(
         ctx.profile.turn_rounds,
@@ -158,7 +158,7 @@ def bench_server(ctx: Context, kind: ServerKind, model: str, raw: raw_ort.RawOrt
         routes = routes_of(ctx, kind, server, model)
         for route, sent in routes.items():
             loads = CLIENT_BATCH_CONCURRENCY if route == "tensor_batch32" else ctx.profile.concurrency
-            need = len(loads) * (ctx.profile.step_s + ctx.profile.warmup_s + 1.0)
+            need = len(loads) * ctx.profile.load_step_s
             if ctx.time_left() < need:
                 left = max(0.0, ctx.time_left())
                 ctx.skipped.append(f"{model} {kind} {route}: {left:.0f} s left of the time budget, {need:.0f} s needed")

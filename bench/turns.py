@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from bench.kinds import LONE_ROUTE, PEAK_ROUTES, ROUTE_NAMES, Route
+from bench.pairs import figure
 from bench.raw_ort import RawPoint
 from bench.results import Turn, Turns
 from loadtest.results import ClosedLoad, StepReport, SweepReport
@@ -38,12 +39,6 @@ def full_load(sweeps: Mapping[Route, SweepReport]) -> dict[Route, int] | None:
             return None
         concurrency[route] = max(loads)
     return concurrency
-
-
-def _p50_ms(step: StepReport) -> float:
-    if step.latency is None:
-        raise ValueError(f"the service answered nothing at {step.load.label}, so there is no latency to compare")
-    return step.latency.p50_ms
 
 
 def take_turns(
@@ -74,10 +69,10 @@ def take_turns(
             break
         if index % 2 == 0:
             raw_rate, rates = raw_peak().images_per_s, served()
-            raw_p50, lone_p50 = raw_lone().latency.p50_ms, _p50_ms(service(LONE_ROUTE, 1))
+            raw_p50, lone_p50 = raw_lone().latency.p50_ms, figure(service(LONE_ROUTE, 1), 1)
         else:
             rates, raw_rate = served(), raw_peak().images_per_s
-            lone_p50, raw_p50 = _p50_ms(service(LONE_ROUTE, 1)), raw_lone().latency.p50_ms
+            lone_p50, raw_p50 = figure(service(LONE_ROUTE, 1), 1), raw_lone().latency.p50_ms
         done.append(Turn(raw_rate, rates, raw_p50, lone_p50))
     return tuple(done)
 
