@@ -34,7 +34,7 @@ def measure(ctx: context.Context, model: str) -> tuple[pairs.Pairing, ...]:
         sent = {kind: suite.routes_of(ctx, kind, server, model) for kind, server in started.items()}
 
         def step(kind: ServerKind, route: Route, users: int) -> StepReport:
-            return suite.sweep(ctx, started[kind], model, sent[kind][route], (users,), metrics=False).steps[0]
+            return suite.one_step(ctx, started[kind], model, sent[kind][route], users)
 
         taken = pairs.take_pairs(profile.turn_rounds, specs, step, lambda: ctx.time_left() > need)
     rounds = len(taken[0].service) if taken else 0

@@ -76,6 +76,11 @@ def sweep(
     return report
 
 
+def one_step(ctx: Context, server: servers.Server, model: str, route: RouteLoad, users: int) -> StepReport:
+    """One step of ``users`` closed-loop users, as the steps measured in turns are taken (no metrics scrape)."""
+    return sweep(ctx, server, model, route, (users,), metrics=False).steps[0]
+
+
 def start_server(ctx: Context, kind: ServerKind, model: str, tag: str = "") -> servers.Server:
     log = ctx.out / "logs" / f"{model}-{kind}{tag}.log"
     if kind == "baseline":
@@ -126,7 +131,7 @@ def _turns(
         return point
 
     def service_step(route: Route, users: int) -> StepReport:
-        return sweep(ctx, server, model, sent[route], (users,), metrics=False).steps[0]
+        return one_step(ctx, server, model, sent[route], users)
 
     need = (len(PEAK_ROUTES) + 1) * ctx.profile.load_step_s + 4 * ctx.profile.step_s
     say(f"[{model}] the service and raw ONNX Runtime in turns")
